@@ -72,7 +72,7 @@ class UsageError(ConfigError):
 
 
 class EnvironmentFault(CoalmineError):
-    """A tool, file, device or resource the job needs is missing or failing (not a bug, not input)."""
+    """A tool, file, device or resource the job needs is missing or failing."""
 
     exit_code = 69  # EX_UNAVAILABLE
 
@@ -85,3 +85,7 @@ class StorageError(EnvironmentFault):
 
 class ToolError(EnvironmentFault):
     """An external command is missing or exited non-zero."""
+
+
+class TransportError(EnvironmentFault):
+    """The DNS path to the console failed this time (timeout, SERVFAIL, no answer); retry later."""

@@ -1,0 +1,43 @@
+"""Shared plumbing for the device runtime's command-line entry points.
+
+Only entry points print errors and exit: they call ``main_guard`` around their work, which turns
+a ``CoalmineError`` into its message, its hint and its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from firmware.config import DEFAULT_PATH
+from firmware.errors import CoalmineError
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", action="append", type=Path, metavar="FILE",
+                        help=f"device.toml; repeat to layer overrides (default {DEFAULT_PATH})")
+
+
+def config_paths(args: argparse.Namespace) -> list[Path]:
+    return list(args.config or [DEFAULT_PATH])
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def main_guard(work: Callable[[], int | None]) -> int:
+    """Run ``work``; report a CoalmineError as message + hint and return its exit code."""
+    try:
+        return work() or 0
+    except CoalmineError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

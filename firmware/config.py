@@ -1,0 +1,186 @@
+"""Device configuration: typed, frozen, loaded once at the edge and passed in.
+
+Files are TOML (``tomllib`` is in the standard library of both the host's Python 3.11 and the
+image's 3.13).  Several files may be layered, later ones overriding earlier ones key by key: the
+image ships defaults in /etc/coalmine/device.toml, the device's own settings live on the data
+partition.  Validation collects every problem before raising one ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from firmware.errors import ConfigError, DecodeError
+from firmware.protocol.keys import PeerPublicKey
+
+DEFAULT_PATH = Path("/etc/coalmine/device.toml")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Safe defaults for everything an attacker or an outage can push on."""
+
+    queue_max_events: int = 10_000
+    event_datagram_bytes: int = 8192
+    connection_bytes: int = 65536
+    connection_timeout: float = 30.0
+    connections_per_source: int = 16
+
+
+@dataclass(frozen=True)
+class ConsoleLink:
+    zone: str
+    public_key: PeerPublicKey | None
+    resolver: tuple[str, int] | None  # None = the system resolver
+    heartbeat_interval: float = 60.0
+    query_timeout: float = 2.0
+    max_backoff: float = 60.0
+
+
+@dataclass(frozen=True)
+class SSHService:
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = 22
+    host_key: Path = Path("/data/coalmine/ssh/host_key")
+    version: str = "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3"
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    data_dir: Path
+    run_dir: Path
+    node_name: str
+    console: ConsoleLink
+    ssh: SSHService
+    limits: Limits
+
+    @property
+    def event_socket(self) -> Path:
+        return self.run_dir / "events.sock"
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``over`` into a copy of ``base`` (tables merge, values replace)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load(paths: Sequence[Path]) -> DeviceConfig:
+    """Read and layer ``paths`` (missing later files are fine, a missing first file is not)."""
+    raw: dict[str, Any] = {}
+    for i, path in enumerate(paths):
+        try:
+            with path.open("rb") as fh:
+                raw = merge(raw, tomllib.load(fh))
+        except FileNotFoundError:
+            if i == 0:
+                raise ConfigError(f"configuration file {path} not found",
+                                  hint="pass --config with the device.toml to use") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from None
+    return parse(raw)
+
+
+def parse(raw: dict[str, Any]) -> DeviceConfig:
+    """Validate a merged TOML document; every problem is reported at once."""
+    p = _Problems()
+    dev, con, ssh, lim = (p.table(raw, k) for k in ("device", "console", "services.ssh", "limits"))
+    key_text = p.get(con, "console.public_key", str, "")
+    public_key = None
+    if key_text:
+        try:
+            public_key = PeerPublicKey.from_text(key_text)
+        except DecodeError as exc:
+            p.add(f"console.public_key: {exc.message}")
+    zone = p.get(con, "console.zone", str, "").strip(".").lower()
+    if zone and (len(zone) > 100 or any(not 0 < len(x) <= 63 for x in zone.split("."))):
+        p.add("console.zone: not a valid DNS name of at most 100 characters")
+    cfg_limits = Limits(**{
+        name: p.get(lim, f"limits.{name}", type(default), default, positive=True)
+        for name, default in vars(Limits()).items()
+    })
+    cfg = DeviceConfig(
+        data_dir=Path(p.get(dev, "device.data_dir", str, "/data/coalmine")),
+        run_dir=Path(p.get(dev, "device.run_dir", str, "/run/coalmine")),
+        node_name=p.get(dev, "device.node_name", str, "coalmine"),
+        console=ConsoleLink(
+            zone=zone, public_key=public_key,
+            resolver=_address(p, p.get(con, "console.resolver", str, "")),
+            heartbeat_interval=p.get(con, "console.heartbeat_interval", float, 60.0, positive=True),
+            query_timeout=p.get(con, "console.query_timeout", float, 2.0, positive=True),
+            max_backoff=p.get(con, "console.max_backoff", float, 60.0, positive=True),
+        ),
+        ssh=SSHService(
+            enabled=p.get(ssh, "services.ssh.enabled", bool, True),
+            host=p.get(ssh, "services.ssh.host", str, "0.0.0.0"),
+            port=p.port(ssh, "services.ssh.port", 22),
+            host_key=Path(p.get(ssh, "services.ssh.host_key", str,
+                                "/data/coalmine/ssh/host_key")),
+            version=p.get(ssh, "services.ssh.version", str, SSHService.version),
+        ),
+        limits=cfg_limits,
+    )
+    p.raise_if_any()
+    return cfg
+
+
+def _address(p: _Problems, text: str) -> tuple[str, int] | None:
+    if not text:
+        return None
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        p.add(f"console.resolver: {text!r} is not HOST:PORT")
+        return None
+    return host, int(port)
+
+
+class _Problems:
+    """Collects validation problems so the operator sees all of them in one go."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, text: str) -> None:
+        self.items.append(text)
+
+    def table(self, raw: dict[str, Any], dotted: str) -> dict[str, Any]:
+        node: Any = raw
+        for part in dotted.split("."):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if not isinstance(node, dict):
+            self.add(f"[{dotted}] must be a table")
+            return {}
+        return node
+
+    def get(self, table: dict[str, Any], dotted: str, kind: type[Any], default: Any,
+            *, positive: bool = False) -> Any:
+        value = table.get(dotted.rsplit(".", 1)[-1], default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            self.add(f"{dotted}: expected {kind.__name__}, got {value!r}")
+            return default
+        if positive and value <= 0:
+            self.add(f"{dotted}: must be positive")
+            return default
+        return value
+
+    def port(self, table: dict[str, Any], dotted: str, default: int) -> int:
+        value: int = self.get(table, dotted, int, default)
+        if not 0 < value < 65536:
+            self.add(f"{dotted}: {value} is not a port number")
+            return default
+        return value
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ConfigError("invalid device configuration", problems=self.items,
+                              hint="fix the values above in device.toml")
