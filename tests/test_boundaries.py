@@ -21,7 +21,7 @@ def imports(path: Path) -> set[str]:
 
 
 def top(name: str) -> str:
-    return name.split(".")[0]
+    return name.split(".", maxsplit=1)[0]
 
 
 def test_firmware_imports_no_console_or_signing():
