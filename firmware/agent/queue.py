@@ -9,8 +9,11 @@ lets the console deduplicate a message retransmitted under new counters.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +44,7 @@ class EventQueue:
 
     def __init__(self, path: Path, max_events: int) -> None:
         self.max_events = max_events
+        self.lock = threading.Lock()  # the receiver and sender threads share this connection
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -54,8 +58,7 @@ class EventQueue:
     def put(self, event: Event) -> int:
         """Store ``event`` durably; drop the oldest ordinary events past the bound."""
         try:
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
+            with self._tx():
                 cur = self.db.execute("INSERT INTO queue (message) VALUES (?)",
                                       (encode_message(event),))
                 excess = self._count("event") - self.max_events
@@ -72,8 +75,7 @@ class EventQueue:
     def report_drops(self, now: float | None = None) -> None:
         """Turn the drop counter into one EVENTS_DROPPED event, unless one is still pending."""
         try:
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
+            with self._tx():
                 row = self.db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
                 if not row or not row[0] or self._count("drop"):
                     return
@@ -86,24 +88,40 @@ class EventQueue:
             raise StorageError(f"cannot record dropped events: {exc}") from None
 
     def oldest(self) -> Queued | None:
-        row = self.db.execute("SELECT id, message FROM queue ORDER BY id LIMIT 1").fetchone()
+        with self.lock:
+            row = self.db.execute("SELECT id, message FROM queue ORDER BY id LIMIT 1").fetchone()
         return Queued(int(row[0]), bytes(row[1])) if row else None
 
     def remove(self, item_id: int) -> None:
         try:
-            self.db.execute("DELETE FROM queue WHERE id = ?", (item_id,))
+            with self._tx():
+                self.db.execute("DELETE FROM queue WHERE id = ?", (item_id,))
         except sqlite3.Error as exc:
             raise StorageError(f"cannot remove delivered event: {exc}") from None
 
     def depth(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM queue").fetchone()[0])
+        with self.lock:
+            return int(self.db.execute("SELECT count(*) FROM queue").fetchone()[0])
 
     def dropped(self) -> int:
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
+        with self.lock:
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
         return int(row[0]) if row else 0
 
     def close(self) -> None:
-        self.db.close()
+        with self.lock:
+            self.db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     def _count(self, kind: str) -> int:
         return int(self.db.execute("SELECT count(*) FROM queue WHERE kind = ?",

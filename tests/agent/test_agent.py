@@ -156,3 +156,23 @@ def test_sink_keeps_backlog_while_agent_is_away(tmp_path):
     assert not sink.backlog
     got = [json.loads(receiver.recv(8192))["d"]["USERNAME"] for _ in range(3)]
     assert got == ["user2", "user3", "user4"]
+
+
+def test_receiver_and_sender_threads_share_the_queue_safely(tmp_path):
+    console = FakeConsole()
+    agent = make_agent(tmp_path, console)
+    sender = threading.Thread(target=agent.run)
+    sender.start()
+    producers = [threading.Thread(target=lambda k=k: [agent.queue.put(login(k * 100 + i))
+                                                      for i in range(40)]) for k in range(3)]
+    for p in producers:
+        p.start()
+    for p in producers:
+        p.join()
+    deadline = time.time() + 20
+    while agent.queue.depth() and time.time() < deadline:
+        time.sleep(0.02)
+    agent.stop.set()
+    agent.wake.set()
+    sender.join(5)
+    assert len([e for e in console.events.values() if e.code is EventCode.SSH_LOGIN_ATTEMPT]) == 120
