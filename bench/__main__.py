@@ -1,0 +1,37 @@
+"""``make bench``: run every benchmark under bench/ and print its figures.
+
+Benchmarks print numbers; they never pass or fail on timing.  ``BENCH=name`` runs one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    only = os.environ.get("BENCH", "")
+    names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+                   if not m.name.startswith("_"))
+    for name in names:
+        if only and name != only:
+            continue
+        if name.startswith("image") and not only:
+            print(f"== {name}: skipped (slow; run `make bench BENCH={name}`)")
+            continue
+        print(f"== {name}")
+        module = importlib.import_module(f"bench.{name}")
+        start = time.monotonic()
+        for fn in ("payload_figures", "main"):
+            if hasattr(module, fn):
+                getattr(module, fn)(*([[]] if fn == "main" else []))
+        print(f"   ({time.monotonic() - start:.1f}s)\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

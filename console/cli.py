@@ -1,0 +1,167 @@
+"""The console's command line: init, serve, enroll, devices, events, stats.
+
+The only place in the console that prints and exits: library code raises ``CoalmineError``
+subclasses, ``main`` turns them into a message, a hint and the subclass's exit code.  Event
+passwords are stored as sent and masked here unless ``--show-passwords`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from console import config
+from console.core import Console, Limits
+from console.handler import Responder
+from console.server import Server, parse_listen
+from console.store import Store
+from firmware.errors import CoalmineError, DecodeError, UsageError
+from firmware.protocol.catalogue import SECRET_KEYS
+from firmware.protocol.keys import PeerPublicKey
+
+MASK = "********"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python3 -m console",
+                                description="coalmine companion console: the devices' DNS "
+                                "endpoint, device registry and event store")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, text: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=text, description=text)
+        s.add_argument("--state", type=Path, required=True, help="the console's state directory")
+        return s
+
+    s = cmd("init", "create the state directory, the console key and console.toml")
+    s.add_argument("--zone", required=True, help="DNS zone delegated to this console")
+    s = cmd("serve", "serve the zone over UDP and TCP until SIGTERM/SIGINT")
+    s.add_argument("--listen", default="127.0.0.1:5353", help="HOST:PORT (default %(default)s)")
+    s.add_argument("--verbose", action="store_true", help="log every flush")
+    s = cmd("enroll", "add a device to the registry by its public key")
+    s.add_argument("--name", required=True, help="a name for the device (used as node_id)")
+    s.add_argument("--public-key", required=True, help="the device's X25519 public key, base64")
+    cmd("devices", "list enrolled devices")
+    s = cmd("events", "list stored events, newest last")
+    s.add_argument("--json", action="store_true", help="one OpenCanary JSON object per line")
+    s.add_argument("--show-passwords", action="store_true", help="do not mask passwords")
+    s.add_argument("--limit", type=int, default=None, help="only the newest N events")
+    cmd("stats", "query counters of the server (as of its last flush) and store sizes")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(_COMMANDS[args.command](args) or 0)
+    except CoalmineError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _init(args: argparse.Namespace) -> None:
+    key = config.init_state(args.state, args.zone)
+    cfg = config.load(args.state)
+    print(f"console initialised in {args.state} for zone {cfg.zone}")
+    print(f"console public key: {key.public().text()}")
+    print("next:")
+    print(f"  1. delegate {cfg.zone} to this host (NS record pointing at {cfg.soa_mname}),")
+    print("  2. give each device the zone and the console public key above,")
+    print(f"  3. enroll each device: python3 -m console enroll --state {args.state} "
+          "--name NAME --public-key DEVICE_KEY")
+    print(f"  4. serve: python3 -m console serve --state {args.state} --listen 0.0.0.0:53")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = config.load(args.state)
+    host, port = parse_listen(args.listen)
+    store = Store(cfg.db_path)
+    core = Console(cfg.zone, cfg.private_key, store,
+                   Limits(answer_cache=cfg.limits.answer_cache))
+    responder = Responder(core, cfg.zone, cfg.soa_mname, cfg.soa_rname)
+    server = Server(responder, host, port, cfg.limits, core.flush)
+    server.install_signal_handlers()
+    bound_host, bound_port = server.address
+    print(f"serving zone {cfg.zone} on {bound_host}:{bound_port} (udp+tcp)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        store.close()
+    print("stopped; state flushed", flush=True)
+
+
+def _enroll(args: argparse.Namespace) -> None:
+    try:
+        peer = PeerPublicKey.from_text(args.public_key)
+    except DecodeError as exc:
+        raise UsageError(f"bad --public-key: {exc.message}",
+                         hint="pass the device's 32-byte X25519 public key in base64") from None
+    name = args.name.strip()
+    if not name or len(name) > 64 or not name.isprintable():
+        raise UsageError("bad --name", hint="use 1-64 printable characters")
+    store = Store(config.load(args.state).db_path)
+    store.enroll(name, peer.text(), peer.device_id(), time.time())
+    print(f"enrolled {name} (device id {peer.device_id().hex()}); a running console picks it "
+          "up within a second")
+
+
+def _devices(args: argparse.Namespace) -> None:
+    store = Store(config.load(args.state).db_path)
+    rows = store.devices()
+    if not rows:
+        print("no devices enrolled")
+    for d in rows:
+        seen = _when(d.last_heartbeat) if d.last_heartbeat else "never"
+        print(f"{d.name}\tid={d.device_id.hex()}\tenrolled={_when(d.enrolled)}\t"
+              f"last_heartbeat={seen}\tuptime={d.uptime}\tqueue={d.queue_depth}\t"
+              f"counter={d.highest_counter}")
+
+
+def _events(args: argparse.Namespace) -> None:
+    store = Store(config.load(args.state).db_path)
+    for row in store.events(args.limit):
+        record = _masked(json.loads(row.event_json), args.show_passwords)
+        if args.json:
+            print(json.dumps(record, sort_keys=True, ensure_ascii=True))
+        else:
+            data = " ".join(f"{k}={v!r}" for k, v in record.get("logdata", {}).items())
+            print(f"{_when(row.received)} {row.device} logtype={row.logtype} "
+                  f"src={record.get('src_host')!r}:{record.get('src_port')} {data}")
+
+
+def _masked(record: dict[str, Any], show: bool) -> dict[str, Any]:
+    logdata = record.get("logdata")
+    if not show and isinstance(logdata, dict):
+        record["logdata"] = {k: MASK if k in SECRET_KEYS else v for k, v in logdata.items()}
+    return record
+
+
+def _stats(args: argparse.Namespace) -> None:
+    store = Store(config.load(args.state).db_path)
+    devices, events = store.counts()
+    print(f"devices\t{devices}\nevents\t{events}")
+    for name, value in store.stats().items():
+        print(f"{name}\t{value}")
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_COMMANDS = {
+    "init": _init, "serve": _serve, "enroll": _enroll, "devices": _devices,
+    "events": _events, "stats": _stats,
+}

@@ -1,0 +1,92 @@
+"""Command line: run one honeypot service as a process (one systemd unit per service).
+
+``python3 -m firmware.services NAME --config FILE [--config FILE ...]`` loads the layered device
+configuration, starts the named service with a sink to the agent's event socket and serves until
+SIGTERM or SIGINT.  This is the only place that turns errors into a message, a hint and an exit
+code.  Logs go to stderr (the journal); they never contain passwords.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from firmware import config
+from firmware.errors import CoalmineError, UsageError
+from firmware.eventpath import SocketSink
+from firmware.services.base import Service, discover
+
+log = logging.getLogger("firmware.services")
+PROG = "python3 -m firmware.services"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Run one coalmine honeypot service until SIGTERM.")
+    parser.add_argument("name", nargs="?", help="service to run (see --list)")
+    parser.add_argument("--config", action="append", type=Path, metavar="FILE",
+                        help=f"device.toml; repeat to layer files (default {config.DEFAULT_PATH})")
+    parser.add_argument("--list", action="store_true", help="list the services and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+async def serve(service: Service) -> None:
+    """Start ``service`` and run it until SIGTERM/SIGINT, then stop it cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    try:
+        await stop.wait()
+        log.info("%s stopping", service.name)
+    finally:
+        await service.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    services = discover()
+    if args.list:
+        for name in sorted(services):
+            print(f"{name}\tdefault port {services[name].default_port}")
+        return 0
+    if not args.name:
+        raise UsageError("no service named", hint=f"run {PROG} --list to see the services")
+    cls = services.get(args.name)
+    if cls is None:
+        raise UsageError(f"unknown service {args.name!r}",
+                         hint=f"known services: {', '.join(sorted(services))}")
+    cfg = config.load(args.config or [config.DEFAULT_PATH])
+    if not cls.enabled(cfg):
+        log.info("%s is disabled in the configuration; nothing to do", cls.name)
+        return 0
+    sink = SocketSink(cfg.event_socket)
+    try:
+        asyncio.run(serve(cls(cfg, [sink])))
+    finally:
+        sink.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(name)s: %(levelname)s: %(message)s")
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)  # it logs every auth at INFO
+    try:
+        return run(args)
+    except CoalmineError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"  hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

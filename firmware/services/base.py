@@ -1,0 +1,212 @@
+"""The one small base every honeypot service subclasses, and the registry of services.
+
+A service only says what it is (``name``, ``default_port``, the ``event_codes`` it may emit) and
+how to ``start``.  Everything that must be the same for every service lives here, so no service
+can get it wrong: the source/destination of an event come from the real socket (peername and
+sockname), never from anything the attacker sent; attacker strings are decoded with replacement,
+made inert (control and format characters escaped) and bounded; logdata keys are upper case;
+a code the service did not declare is a bug and raises; a failing sink is logged and skipped.
+Connections are accepted through :mod:`firmware.services.guard`, which applies the per-source
+and per-connection limits from ``cfg.limits``.
+
+Subclasses register themselves (``__init_subclass__``); :func:`discover` imports every module of
+this package, so adding a service is adding a file, never editing an import list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import ipaddress
+import json
+import logging
+import pkgutil
+import re
+import time
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol
+
+from firmware.config import DeviceConfig
+from firmware.errors import EnvironmentFault
+from firmware.eventpath import EventSink, encode_datagram
+from firmware.protocol.catalogue import EventCode
+from firmware.protocol.event import MAX_VALUE_CHARS, Event, Value, bound
+from firmware.services.guard import Guard, SourceCounter
+
+log = logging.getLogger(__name__)
+
+REGISTRY: dict[str, type[Service]] = {}
+_KEY = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
+_INERT_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+class HasExtraInfo(Protocol):
+    """Anything that knows its socket: an asyncio transport, an asyncssh connection."""
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
+class Service:
+    """Base of every honeypot service.  Subclasses set the class attributes and ``start``."""
+
+    name: ClassVar[str]
+    default_port: ClassVar[int]
+    event_codes: ClassVar[frozenset[EventCode]]
+    sniff_bytes: ClassVar[int] = 0  # how much of each connection's first bytes to keep (guard.head)
+
+    def __init_subclass__(cls, *, register: bool = True, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not register:
+            return
+        for attr in ("name", "default_port", "event_codes"):
+            if attr not in cls.__dict__:
+                raise TypeError(f"service {cls.__qualname__} must set {attr}")
+        if cls.name in REGISTRY:
+            raise TypeError(f"service name {cls.name!r} registered twice")
+        REGISTRY[cls.name] = cls
+
+    def __init__(self, cfg: DeviceConfig, sinks: Sequence[EventSink],
+                 *, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.sinks = list(sinks)
+        self.clock = clock
+        self.sources = SourceCounter(cfg.limits.connections_per_source)
+        self.guards: dict[object, Guard] = {}
+        self.server: asyncio.Server | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    @classmethod
+    def enabled(cls, cfg: DeviceConfig) -> bool:
+        """Whether the configuration turns this service on (on unless a service says otherwise)."""
+        return True
+
+    async def start(self) -> None:
+        """Bind and start serving; returns once the service is listening."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Stop listening and cut every open connection."""
+        if self.server is not None:
+            self.server.close()
+        for guard in list(self.guards.values()):
+            guard.cut("service stopping")
+        if self.server is not None:
+            await self.server.wait_closed()
+            self.server = None
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (differs from the configured one only when that was 0)."""
+        if self.server is None or not self.server.sockets:
+            return -1
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def listen(self, inner: Callable[[], asyncio.Protocol],
+                     host: str, port: int) -> asyncio.Server:
+        """Listen on ``host:port``; every connection goes through a :class:`Guard`."""
+        limits = self.cfg.limits
+        loop = asyncio.get_running_loop()
+
+        def factory() -> Guard:
+            return Guard(inner, self.sources, self.guards, max_bytes=limits.connection_bytes,
+                         timeout=limits.connection_timeout, sniff_bytes=self.sniff_bytes)
+
+        try:
+            self.server = await loop.create_server(factory, host, port)
+        except OSError as exc:
+            raise EnvironmentFault(
+                f"{self.name}: cannot listen on {host}:{port}: {exc.strerror or exc}",
+                hint="is another program using the port? ports below 1024 need "
+                     "CAP_NET_BIND_SERVICE or socket activation") from None
+        log.info("%s listening on %s:%d", self.name, host, self.port)
+        return self.server
+
+    def guard_of(self, conn: HasExtraInfo) -> Guard | None:
+        """The guard of an open connection, found by its peer address."""
+        return self.guards.get(conn.get_extra_info("peername"))
+
+    # --- events ----------------------------------------------------------------------------------
+
+    def emit(self, code: EventCode, conn: HasExtraInfo,
+             data: Mapping[str, str | bytes | int]) -> Event:
+        """Build an event from the real socket of ``conn`` and hand it to every sink."""
+        if code not in self.event_codes:
+            raise ValueError(f"bug: service {self.name} emitted undeclared event code {code!r}")
+        src_host, src_port = address(conn.get_extra_info("peername"))
+        dst_host, dst_port = address(conn.get_extra_info("sockname"))
+        event = Event(code=code, time=self.clock(), src_host=src_host, src_port=src_port,
+                      dst_host=dst_host, dst_port=dst_port, data=clean_data(data))
+        event = fit(event, self.cfg.limits.event_datagram_bytes)
+        for sink in self.sinks:
+            try:
+                sink.emit(event)
+            except Exception:  # one failing sink never stops the service or the other sinks
+                log.exception("%s: event sink %r failed", self.name, sink)
+        return event
+
+
+def address(sockaddr: object) -> tuple[str, int]:
+    """``(host, port)`` of a socket address; ``("", -1)`` when there is none (not TCP/UDP)."""
+    if not isinstance(sockaddr, tuple) or len(sockaddr) < 2:
+        return "", -1
+    host, port = sockaddr[0], sockaddr[1]
+    if not isinstance(host, str) or not isinstance(port, int):
+        return "", -1
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return bound(host, 255), port
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip), port
+
+
+def inert(value: str | bytes, limit: int = MAX_VALUE_CHARS) -> str:
+    """Attacker text as a bounded string with every control/format character escaped."""
+    if isinstance(value, bytes):
+        value = value[: 4 * limit].decode("utf-8", errors="replace")
+    value = value[: 4 * limit]
+    out = "".join(
+        _escape(ch) if unicodedata.category(ch) in _INERT_CATEGORIES else ch for ch in value)
+    return bound(out, limit)
+
+
+def _escape(ch: str) -> str:
+    n = ord(ch)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def clean_data(data: Mapping[str, str | bytes | int]) -> dict[str, Value]:
+    """Upper-case keys (a bad key is a bug), inert bounded strings, integers as they are."""
+    out: dict[str, Value] = {}
+    for key, value in data.items():
+        upper = key.upper()
+        if not _KEY.fullmatch(upper):
+            raise ValueError(f"bug: event data key {key!r} is not a valid logdata key")
+        if isinstance(value, bool) or not isinstance(value, str | bytes | int):
+            raise ValueError(f"bug: event data {key} is a {type(value).__name__}")
+        out[upper] = value if isinstance(value, int) else inert(value)
+    return out
+
+
+def fit(event: Event, max_bytes: int) -> Event:
+    """Shorten the longest strings until the event fits one datagram of ``max_bytes``."""
+    data = dict(event.data)
+    while len(encode_datagram(Event(**{**vars(event), "data": data}))) > max_bytes:
+        strings = {k: v for k, v in data.items() if isinstance(v, str) and len(v) > 8}
+        if not strings:
+            break
+        longest = max(strings, key=lambda k: len(json.dumps(strings[k])))
+        data[longest] = bound(strings[longest], len(strings[longest]) // 2)
+    return Event(**{**vars(event), "data": data})
+
+
+def discover() -> dict[str, type[Service]]:
+    """Import every module of this package so each service registers itself."""
+    package = __name__.rsplit(".", 1)[0]
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
+    return REGISTRY

@@ -1,0 +1,231 @@
+"""A whole coalmine on loopback: console, Debian's unbound as the recursive resolver between
+device and console, and the device runtime (beacon agent + SSH honeypot) as ordinary processes.
+
+``make demo``, the end-to-end tests and the latency benchmark all drive the same ``Lab``, so
+what the demo shows is exactly what the tests check.  Everything listens on 127.0.0.1 high
+ports chosen at start; every process is stopped when the ``with`` block ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from firmware.agent.storage import load_or_create_key
+from firmware.errors import EnvironmentFault, ToolError
+
+REPO = Path(__file__).resolve().parent.parent
+ZONE = "c.test"
+HOST = "127.0.0.1"
+
+UNBOUND_CONF = """server:
+  interface: {host}@{port}
+  port: {port}
+  do-not-query-localhost: no
+  use-caps-for-id: yes
+  qname-minimisation: yes
+  local-zone: "test." nodefault
+  username: ""
+  chroot: ""
+  directory: "{dir}"
+  pidfile: "{dir}/unbound.pid"
+  access-control: 127.0.0.0/8 allow
+  module-config: "iterator"
+  verbosity: 1
+  logfile: ""
+  use-syslog: no
+stub-zone:
+  name: "{zone}"
+  stub-addr: {host}@{console_port}
+"""
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind((HOST, 0))
+            port = int(t.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind((HOST, port))
+                except OSError:
+                    continue
+            return port
+    raise EnvironmentFault("no free loopback port")
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}")
+                                  else None)
+    if path is None:
+        raise ToolError(f"{tool} is not installed", hint="run: make deps")
+    return path
+
+
+class Lab:
+    """Console + unbound + device runtime on loopback; use as a context manager."""
+
+    def __init__(self, workdir: Path | None = None, *, heartbeat: float = 60.0,
+                 with_ssh: bool = True) -> None:
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="coalmine-lab-")
+        self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self.heartbeat = heartbeat
+        self.with_ssh = with_ssh
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.state = self.dir / "console"
+        self.console_port = free_port()
+        self.resolver_port = free_port()
+        self.ssh_port = free_port()
+        self.device_conf = self.dir / "device.toml"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        out = self.console("init", "--zone", ZONE)
+        console_key = next(line.split(":", 1)[1].strip() for line in out.splitlines()
+                           if line.startswith("console public key:"))
+        data = self.dir / "device"
+        device_key, _ = load_or_create_key(data)
+        self.console("enroll", "--name", "lab-device", "--public-key", device_key.public().text())
+        self.start_console()
+        self.start_unbound()
+        self.device_conf.write_text(
+            f'[device]\ndata_dir = "{data}"\nrun_dir = "{self.dir / "run"}"\n'
+            f'node_name = "lab-device"\n'
+            f'[console]\nzone = "{ZONE}"\npublic_key = "{console_key}"\n'
+            f'resolver = "{HOST}:{self.resolver_port}"\n'
+            f"heartbeat_interval = {self.heartbeat}\nmax_backoff = 2.0\n"
+            f'[services.ssh]\nhost = "{HOST}"\nport = {self.ssh_port}\n'
+            f'host_key = "{data / "ssh_host_key"}"\n')
+        self.start_agent()
+        if self.with_ssh:
+            self.spawn("ssh", [sys.executable, "-m", "firmware.services", "ssh", "--config",
+                               str(self.device_conf)])
+            self.wait_port(self.ssh_port, "tcp")
+
+    def start_console(self) -> None:
+        self.spawn("console", [sys.executable, "-m", "console", "serve", "--state",
+                               str(self.state), "--listen", f"{HOST}:{self.console_port}"])
+        self.wait_port(self.console_port, "udp")
+
+    def start_agent(self) -> None:
+        self.spawn("agent", [sys.executable, "-m", "firmware.agent", "--config",
+                             str(self.device_conf)])
+        self.wait_for((self.dir / "run" / "events.sock").exists, 15, "agent socket")
+
+    def start_unbound(self) -> None:
+        conf = self.dir / "unbound.conf"
+        conf.write_text(UNBOUND_CONF.format(host=HOST, port=self.resolver_port, dir=self.dir,
+                                            zone=ZONE, console_port=self.console_port))
+        self.spawn("unbound", [need("unbound"), "-d", "-c", str(conf)])
+        self.wait_port(self.resolver_port, "udp")
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.kill(name)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def spawn(self, name: str, argv: list[str]) -> None:
+        log = (self.dir / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    def log(self, name: str) -> str:
+        path = self.dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def console(self, *args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "console", args[0], "--state",
+                               str(self.state), *args[1:]], cwd=REPO, capture_output=True,
+                              text=True, check=False)
+        if proc.returncode:
+            raise ToolError(f"console {args[0]} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def events(self, *, show_passwords: bool = True) -> list[dict[str, Any]]:
+        flags = ["--show-passwords"] if show_passwords else []
+        return [json.loads(line) for line in self.console("events", "--json", *flags).splitlines()
+                if line.strip()]
+
+    def wait_event(self, match: Callable[[dict[str, Any]], bool], timeout: float = 30
+                   ) -> dict[str, Any]:
+        found: list[dict[str, Any]] = []
+
+        def seen() -> bool:
+            found[:] = [e for e in self.events() if match(e)]
+            return bool(found)
+
+        self.wait_for(seen, timeout, "event at the console", poll=0.05)
+        return found[0]
+
+    def wait_for(self, cond: Callable[[], bool], timeout: float, what: str,
+                 poll: float = 0.1) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise EnvironmentFault(f"{name} exited ({proc.returncode}) waiting for "
+                                           f"{what}:\n{self.log(name)[-2000:]}")
+            time.sleep(poll)
+        raise EnvironmentFault(f"timed out after {timeout}s waiting for {what}")
+
+    def wait_port(self, port: int, proto: str) -> None:
+        def bound() -> bool:
+            kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
+            with socket.socket(socket.AF_INET, kind) as s:
+                try:
+                    s.bind((HOST, port))
+                except OSError:
+                    return True
+                return False
+
+        self.wait_for(bound, 20, f"{proto} port {port}")
+
+    def ssh_attempt(self, user: str, password: str, timeout: float = 20) -> int:
+        """One real OpenSSH password login attempt (it must fail); returns ssh's exit code."""
+        argv = [need("sshpass"), "-p", password, need("ssh"), "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "PreferredAuthentications=password",
+                "-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1",
+                "-o", f"ConnectTimeout={int(timeout)}", "-p", str(self.ssh_port),
+                f"{user}@{HOST}", "true"]
+        return subprocess.run(argv, capture_output=True, timeout=timeout, check=False).returncode
