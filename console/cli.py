@@ -11,7 +11,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,8 @@ from console.core import Console, Limits
 from console.handler import Responder
 from console.server import Server, parse_listen
 from console.store import Store
-from firmware.errors import CoalmineError, DecodeError, UsageError
+from firmware.cli import main_guard
+from firmware.errors import DecodeError, UsageError
 from firmware.protocol.catalogue import SECRET_KEYS
 from firmware.protocol.keys import PeerPublicKey
 
@@ -59,15 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        return int(_COMMANDS[args.command](args) or 0)
-    except CoalmineError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    return main_guard(lambda: int(_COMMANDS[args.command](args) or 0))
 
 
 def _init(args: argparse.Namespace) -> None:

@@ -42,13 +42,21 @@ UNBOUND_CONF = """server:
   pidfile: "{dir}/unbound.pid"
   access-control: 127.0.0.0/8 allow
   module-config: "iterator"
-  verbosity: 1
+  verbosity: {verbosity}
   logfile: ""
   use-syslog: no
 stub-zone:
   name: "{zone}"
   stub-addr: {host}@{console_port}
 """
+
+
+def write_unbound_conf(path: Path, *, port: int, console_port: int, zone: str = ZONE,
+                       verbosity: int = 1) -> Path:
+    """An unbound config on 127.0.0.1:``port`` that resolves ``zone`` from the console."""
+    path.write_text(UNBOUND_CONF.format(host=HOST, port=port, dir=path.parent, zone=zone,
+                                        console_port=console_port, verbosity=verbosity))
+    return path
 
 
 def free_port() -> int:
@@ -138,9 +146,8 @@ class Lab:
         self.wait_for((self.dir / "run" / "events.sock").exists, 15, "agent socket")
 
     def start_unbound(self) -> None:
-        conf = self.dir / "unbound.conf"
-        conf.write_text(UNBOUND_CONF.format(host=HOST, port=self.resolver_port, dir=self.dir,
-                                            zone=ZONE, console_port=self.console_port))
+        conf = write_unbound_conf(self.dir / "unbound.conf", port=self.resolver_port,
+                                  console_port=self.console_port)
         self.spawn("unbound", [need("unbound"), "-d", "-c", str(conf)])
         self.wait_port(self.resolver_port, "udp")
 

@@ -4,7 +4,6 @@ minimisation on, stub zone pointing at the console on 127.0.0.1 (high ports, no 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -16,38 +15,13 @@ import pytest
 from console.config import ServerLimits
 from console.server import Server
 from firmware.protocol.messages import FragmentAck, HeartbeatAck
+from scripts.lab import free_port, write_unbound_conf
 from tests.console.conftest import Rig
 from tests.console.device import TXT, txt_of, wire_query
 from tests.console.test_core import LOGIN
 from tests.console.test_server import udp_ask
 
 pytestmark = pytest.mark.skipif(shutil.which("unbound") is None, reason="unbound not installed")
-
-CONF = """server:
-  interface: 127.0.0.1@{port}
-  port: {port}
-  do-not-query-localhost: no
-  use-caps-for-id: yes
-  qname-minimisation: yes
-  local-zone: "test." nodefault
-  username: ""
-  chroot: ""
-  directory: "{tmp}"
-  pidfile: "{tmp}/unbound.pid"
-  access-control: 127.0.0.0/8 allow
-  module-config: "iterator"
-  verbosity: 0
-stub-zone:
-  name: "c.test"
-  stub-addr: 127.0.0.1@{console_port}
-"""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def resolver(rig: Rig, tmp_path: Path) -> Iterator[tuple[Rig, tuple[str, int]]]:
@@ -56,8 +30,8 @@ def resolver(rig: Rig, tmp_path: Path) -> Iterator[tuple[Rig, tuple[str, int]]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     port = free_port()
-    conf = tmp_path / "unbound.conf"
-    conf.write_text(CONF.format(port=port, tmp=tmp_path, console_port=server.address[1]))
+    conf = write_unbound_conf(tmp_path / "unbound.conf", port=port,
+                              console_port=server.address[1], verbosity=0)
     proc = subprocess.Popen(["unbound", "-d", "-c", str(conf)], stderr=subprocess.PIPE)
     addr = ("127.0.0.1", port)
     try:
