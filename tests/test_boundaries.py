@@ -46,3 +46,13 @@ def test_the_check_itself_catches_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import console.server\nfrom socket import socket\n")
     assert {top(m) for m in imports(bad)} == {"console", "socket"}
+
+
+def test_services_cannot_reach_the_device_key():
+    """Services only hand events to the agent's socket: no key, frame or agent code in them."""
+    files = list((ROOT / "firmware" / "services").rglob("*.py"))
+    assert files
+    forbidden = ("firmware.agent", "firmware.protocol.keys", "firmware.protocol.frame", "nacl")
+    for f in files:
+        bad = sorted(m for m in imports(f) if m.startswith(forbidden))
+        assert not bad, f"{f.relative_to(ROOT)} imports {bad}"
