@@ -83,14 +83,21 @@ def need(tool: str) -> str:
 
 
 class Lab:
-    """Console + unbound + device runtime on loopback; use as a context manager."""
+    """Console + unbound + device runtime on loopback; use as a context manager.
+
+    ``with_device=False`` starts only the network side (console and unbound) for a device that
+    runs elsewhere, e.g. an emulated one: it reaches unbound on ``resolver_port`` and is enrolled
+    with :meth:`enroll`; ``console_key`` is what the device must be given.
+    """
 
     def __init__(self, workdir: Path | None = None, *, heartbeat: float = 60.0,
-                 with_ssh: bool = True) -> None:
+                 with_ssh: bool = True, with_device: bool = True) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="coalmine-lab-")
         self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.heartbeat = heartbeat
         self.with_ssh = with_ssh
+        self.with_device = with_device
+        self.console_key = ""
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.state = self.dir / "console"
         self.console_port = free_port()
@@ -116,11 +123,14 @@ class Lab:
         out = self.console("init", "--zone", ZONE)
         console_key = next(line.split(":", 1)[1].strip() for line in out.splitlines()
                            if line.startswith("console public key:"))
-        data = self.dir / "device"
-        device_key, _ = load_or_create_key(data)
-        self.console("enroll", "--name", "lab-device", "--public-key", device_key.public().text())
+        self.console_key = console_key
         self.start_console()
         self.start_unbound()
+        if not self.with_device:
+            return
+        data = self.dir / "device"
+        device_key, _ = load_or_create_key(data)
+        self.enroll("lab-device", device_key.public().text())
         self.device_conf.write_text(
             f'[device]\ndata_dir = "{data}"\nrun_dir = "{self.dir / "run"}"\n'
             f'node_name = "lab-device"\n'
@@ -134,6 +144,10 @@ class Lab:
             self.spawn("ssh", [sys.executable, "-m", "firmware.services", "ssh", "--config",
                                str(self.device_conf)])
             self.wait_port(self.ssh_port, "tcp")
+
+    def enroll(self, name: str, public_key: str) -> None:
+        """Register a device key; the running console picks it up at its next flush."""
+        self.console("enroll", "--name", name, "--public-key", public_key)
 
     def start_console(self) -> None:
         self.spawn("console", [sys.executable, "-m", "console", "serve", "--state",
