@@ -1,0 +1,195 @@
+"""``python3 -m scripts.image.build --board qemu-arm64``: build one board's SD-card image.
+
+The entry point of ``make image``: checks the host, then runs the stages in order (each prints
+a progress line) and writes into out/<board>/: coalmine-<board>.img, .img.xz, .bmap, the SPDX
+SBOM, SHA256SUMS, and for qemu-arm64 the boot files QEMU loads directly (boot/).  Stage
+directories live under out/work/<board>/ (gitignored) and are rebuilt every time; only the
+rootfs base tarball is reused from the stage cache (see rootfs.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from firmware.errors import ConfigError
+from scripts.image import disk, kernel, layer, rootfs, sbom
+from scripts.image.common import (
+    BOARD_DIR,
+    REPO,
+    boards,
+    check_board,
+    fail,
+    run,
+    source_date_epoch,
+    stage,
+)
+from scripts.image.hosttools import check_host
+from scripts.image.lock import Pin, fetch, package_list_for, read_lock
+
+OUT = REPO / "out"
+
+
+def board_config(board: str) -> dict[str, Any]:
+    with (BOARD_DIR / board / "board.toml").open("rb") as f:
+        return tomllib.load(f)
+
+
+def version() -> str:
+    with (REPO / "pyproject.toml").open("rb") as f:
+        base = str(tomllib.load(f)["project"]["version"])
+    try:
+        commit = run(["git", "-C", REPO, "rev-parse", "--short=12", "HEAD"], capture=True,
+                     quiet=True).strip()
+    except Exception:
+        return base
+    return f"{base}+g{commit}"
+
+
+def used_pins(pins: list[Pin], board: str) -> list[Pin]:
+    """Root packages plus the host packages this board uses (common + its own list)."""
+    wanted = set(package_list_for(board, "host-packages.txt"))
+    return [p for p in pins if p.role == "root" or p.name in wanted
+            or p.name.startswith("linux-image-")]
+
+
+def render(template: Path, **values: str) -> str:
+    return template.read_text().format(**values)
+
+
+def build(board: str, *, debug: bool, out_dir: Path, work: Path, stage_cache: bool) -> Path:
+    check_board(board)
+    check_host()
+    sde = source_date_epoch()
+    os.environ["SOURCE_DATE_EPOCH"] = str(sde)
+    os.environ["TZ"] = "UTC"
+    ver = version()
+    stage(f"build: board={board} debug={int(debug)} version={ver} SOURCE_DATE_EPOCH={sde}")
+    pins = used_pins(read_lock(), board)
+    debs = fetch(pins)
+    work.mkdir(parents=True, exist_ok=True)
+
+    tar = rootfs.base(pins, debs, work, use_cache=stage_cache)
+    root = work / "root"
+    stage("rootfs: unpacking the base")
+    rootfs.unpack(tar, root)
+    trees = kernel.unpack_host(pins, debs, work)
+    k = kernel.find_kernel(trees)
+    info = f"version={ver}\nboard={board}\ndebug={int(debug)}\nsource_date_epoch={sde}\n"
+    layer.apply(root, board=board, debug=debug, k=k, build_info=info)
+    initrd = kernel.initramfs(k, trees, board, work, sde)
+
+    stage("root slot: mksquashfs")
+    squash = work / "root.squashfs"
+    disk.squashfs(root, squash, sde)
+
+    stage("boot partition: kernel, initramfs, device trees, firmware, config")
+    files = boot_files(board, k, trees, initrd, work / "bootfiles", debug=debug)
+    boot = work / "boot.vfat"
+    disk.fat_image(boot, disk.layout_parts(board)[0][1], files,
+                   volume_id=disk.disk_id(board).upper(), label="COALMINE", sde=sde)
+
+    stage("disk image: partition table and partitions")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    img = out_dir / f"coalmine-{board}.img"
+    disk.assemble(img, board, boot, squash)
+    extra: list[str] = []
+    if board.startswith("qemu"):
+        extra = direct_boot_files(out_dir / "boot", files)
+    write_outputs(img, board=board, version=ver, sde=sde, pins=pins, extra=extra)
+    stage(f"done: {out_dir} (root {squash.stat().st_size // (1 << 20)} MiB, .img.xz "
+          f"{img.with_suffix('.img.xz').stat().st_size // (1 << 20)} MiB)")
+    print((out_dir / "SHA256SUMS").read_text(), end="")
+    return img
+
+
+def boot_files(board: str, k: kernel.Kernel, trees: dict[str, Path], initrd: Path,
+               scratch: Path, *, debug: bool) -> dict[str, Path]:
+    """What goes on the FAT boot partition: destination path -> source file."""
+    cfg = board_config(board)
+    slot = "a"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    cmdline = scratch / "cmdline.txt"
+    text = render(BOARD_DIR / board / "cmdline.txt", partuuid=disk.partuuid(board, 2),
+                  slot=slot, extra="coalmine.debug" if debug else "")
+    cmdline.write_text(" ".join(text.split()) + "\n")
+    files: dict[str, Path] = {f"{slot}/vmlinuz": k.image, f"{slot}/initrd.img": initrd,
+                              f"{slot}/cmdline.txt": cmdline}
+    for dtb in cfg.get("dtbs", []):
+        files[f"{slot}/{Path(dtb).name}"] = k.dtbs / dtb
+    for name in cfg.get("firmware", []):
+        if "raspi-firmware" not in trees:
+            raise ConfigError(f"board {board} lists firmware but not raspi-firmware",
+                              hint=f"add raspi-firmware to board/{board}/host-packages.txt")
+        files[name] = trees["raspi-firmware"] / "usr/lib/raspi-firmware" / name
+    for name in cfg.get("boot_templates", []):
+        rendered = scratch / name
+        rendered.write_text(render(BOARD_DIR / board / name, slot=slot))
+        files[name] = rendered
+    return files
+
+
+def direct_boot_files(bdir: Path, files: dict[str, Path]) -> list[str]:
+    """Kernel, initramfs and command line beside the image, for QEMU's -kernel boot."""
+    shutil.rmtree(bdir, ignore_errors=True)
+    bdir.mkdir()
+    names = []
+    for name in ("vmlinuz", "initrd.img", "cmdline.txt"):
+        shutil.copyfile(files[f"a/{name}"], bdir / name)
+        names.append(f"boot/{name}")
+    return names
+
+
+def write_outputs(img: Path, *, board: str, version: str, sde: int, pins: list[Pin],
+                  extra: list[str]) -> None:
+    """.img.xz, .bmap, the SPDX SBOM and SHA256SUMS beside the image."""
+    stage("outputs: .img.xz (xz -T1: single-threaded, deterministic), .bmap, SBOM, SHA256SUMS")
+    out_dir = img.parent
+    xz = img.with_suffix(".img.xz")
+    run(["sh", "-c", 'xz -T1 -6 -c -- "$1" > "$2"', "xz", img, xz], quiet=True)
+    bmap = img.with_suffix(".bmap")
+    bmap.unlink(missing_ok=True)
+    run(["bmaptool", "-q", "create", "-o", bmap, img], quiet=True)
+    own = [
+        sbom.own_component("coalmine-firmware", version, sbom.tree_digest(REPO / "firmware"),
+                           "device runtime, /usr/lib/coalmine"),
+        sbom.own_component("coalmine-overlay", version, sbom.tree_digest(REPO / "overlay", "*"),
+                           "configuration and units laid over the root filesystem"),
+        sbom.own_component("coalmine-board", version, sbom.tree_digest(BOARD_DIR, "*"),
+                           "board files: boot configuration, layout, module lists, /init"),
+    ]
+    spdx = img.with_suffix(".spdx.json")
+    sbom.write_sbom(spdx, board=board, version=version, sde=sde, image=img, pins=pins, own=own)
+    sbom.write_sums(out_dir, [img.name, xz.name, bmap.name, spdx.name, *extra])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m scripts.image.build",
+        description="Build the reproducible SD-card image of one board into out/<board>/.")
+    parser.add_argument("--board", default="rpi4", help=f"one of: {', '.join(boards())}")
+    parser.add_argument("--debug", action="store_true",
+                        help="add a root shell on the serial console (never for deployment)")
+    parser.add_argument("--out", type=Path,
+                        help="output directory (default out/<board>, out/<board>-debug)")
+    parser.add_argument("--work", type=Path, help="stage directory (default out/work/<board>)")
+    parser.add_argument("--no-stage-cache", action="store_true",
+                        help="rebuild the rootfs base even if the stage cache has it")
+    args = parser.parse_args(argv)
+    try:
+        name = args.board + ("-debug" if args.debug else "")
+        build(args.board, debug=args.debug, out_dir=args.out or OUT / name,
+              work=args.work or OUT / "work" / name,
+              stage_cache=not args.no_stage_cache)
+    except Exception as exc:
+        fail(exc)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

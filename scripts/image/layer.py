@@ -1,0 +1,83 @@
+"""Our layer on top of the Debian base: overlay, runtime, users, units, modules, hardening.
+
+Runs on the build host in seconds (only a few commands of the image itself run through
+qemu-user: the byte-compiler, systemd-sysusers and systemctl, so their versions match the
+system that will use their output).  The DEBUG variant is the only place a login shell can
+appear: a root shell on the serial console, never in the default image.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from scripts.image import kernel, rootfs
+from scripts.image.common import BOARD_DIR, REPO, stage
+
+ENABLE = ["systemd-networkd.service", "systemd-resolved.service", "coalmine-provision.service",
+          "coalmine-agent.service", "coalmine-ssh.service"]
+# No login anywhere (console, serial, VTs, containers), no first-boot prompts, no committing a
+# machine-id to the read-only root, no emergency debug shell.
+MASK = ["getty@.service", "serial-getty@.service", "autovt@.service", "console-getty.service",
+        "container-getty@.service", "debug-shell.service", "systemd-firstboot.service",
+        "systemd-machine-id-commit.service", "e2scrub_all.timer", "e2scrub_reap.service",
+        "fstrim.timer", "ldconfig.service"]
+DEBUG_GETTY = """# DEBUG image only: a root shell on the serial console (never by default).
+[Service]
+ExecStart=
+ExecStart=-/usr/sbin/agetty --noclear -n -l /bin/bash --keep-baud 115200 %I $TERM
+"""
+
+
+def apply(root: Path, *, board: str, debug: bool, k: kernel.Kernel, build_info: str) -> None:
+    stage("rootfs: overlay, device runtime, users, units")
+    rootfs.add_overlay(root, REPO / "overlay")
+    rootfs.add_runtime(root)
+    (root / "usr/lib/coalmine/BUILD").write_text(build_info)
+    rootfs.chroot(root, "systemd-sysusers", "/usr/lib/sysusers.d/coalmine.conf")
+    rootfs.chroot(root, "systemctl", "enable", *ENABLE)
+    masks = list(MASK)
+    console = board_console(board)
+    if debug:
+        masks = [m for m in masks if m not in ("serial-getty@.service",)]
+        drop = root / f"etc/systemd/system/serial-getty@{console}.service.d"
+        drop.mkdir(parents=True, exist_ok=True)
+        (drop / "coalmine-debug.conf").write_text(DEBUG_GETTY)
+        rootfs.chroot(root, "systemctl", "enable", f"serial-getty@{console}.service")
+    rootfs.chroot(root, "systemctl", "mask", *masks)
+    gens = root / "etc/systemd/system-generators"
+    gens.mkdir(parents=True, exist_ok=True)
+    # A PC tool (e.g. Raspberry Pi Imager) must not inject units through the command line.
+    (gens / "systemd-run-generator").unlink(missing_ok=True)
+    (gens / "systemd-run-generator").symlink_to("/dev/null")
+    n = kernel.install_modules(k, board, root)
+    stage(f"rootfs: {n} kernel modules for {board}")
+    rootfs.strip(root)
+    rootfs.identity(root)
+    _clamp_shadow(root)
+
+
+def board_console(board: str) -> str:
+    with (BOARD_DIR / board / "board.toml").open("rb") as f:
+        return str(tomllib.load(f).get("serial_console", "ttyAMA0"))
+
+
+def _clamp_shadow(root: Path) -> None:
+    """/etc/shadow's "last changed" day: pin it (tools fill in the build day otherwise)."""
+    sde_day = str(int(os.environ.get("SOURCE_DATE_EPOCH", "0")) // 86400)
+    for name in ("etc/shadow", "etc/gshadow"):
+        path = root / name
+        if not path.is_file():
+            continue
+        lines = []
+        for line in path.read_text().splitlines():
+            f = line.split(":")
+            if name == "etc/shadow" and len(f) > 2 and f[2]:
+                f[2] = sde_day
+            lines.append(":".join(f))
+        mode = path.stat().st_mode
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(mode)
+    for backup in ("etc/passwd-", "etc/group-", "etc/shadow-", "etc/gshadow-"):
+        (root / backup).unlink(missing_ok=True)

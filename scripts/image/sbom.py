@@ -1,0 +1,91 @@
+"""The image's software bill of materials (SPDX 2.3 JSON) and its SHA256SUMS.
+
+Everything in it comes from the lock file and the build's own inputs (no clock, no host
+names), so the SBOM is as reproducible as the image it describes: every Debian package with
+name, version, architecture, SHA-256 and a purl, plus our own components.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from scripts.image.common import SUITE, sha256_file
+from scripts.image.lock import Pin
+
+
+def _spdx_id(text: str) -> str:
+    return "SPDXRef-" + "".join(c if c.isalnum() or c in ".-" else "-" for c in text)
+
+
+def debian_package(pin: Pin) -> dict[str, Any]:
+    return {
+        "SPDXID": _spdx_id(f"deb-{pin.name}"),
+        "name": pin.name,
+        "versionInfo": pin.version,
+        "supplier": "Organization: Debian",
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": False,
+        "packageFileName": Path(pin.filename).name,
+        "checksums": [{"algorithm": "SHA256", "checksumValue": pin.sha256}],
+        "externalRefs": [{
+            "referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
+            "referenceLocator": f"pkg:deb/debian/{pin.name}@{pin.version}"
+                                f"?arch={pin.arch}&distro=debian-{SUITE}",
+        }],
+        "comment": ("installed into the root filesystem" if pin.role == "root"
+                    else "unpacked on the build host; only selected files are in the image"),
+    }
+
+
+def own_component(name: str, version: str, digest: str, comment: str) -> dict[str, Any]:
+    return {
+        "SPDXID": _spdx_id(name), "name": name, "versionInfo": version,
+        "supplier": "Organization: coalmine", "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": False, "checksums": [{"algorithm": "SHA256", "checksumValue": digest}],
+        "comment": comment,
+    }
+
+
+def tree_digest(root: Path, pattern: str = "*.py") -> str:
+    """SHA-256 over (relative path, content hash) of every matching file, sorted."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob(pattern)):
+        if "__pycache__" in path.parts or not path.is_file():
+            continue
+        h.update(f"{path.relative_to(root)}\0{sha256_file(path)}\n".encode())
+    return h.hexdigest()
+
+
+def write_sbom(path: Path, *, board: str, version: str, sde: int, image: Path,
+               pins: list[Pin], own: list[dict[str, Any]]) -> None:
+    image_pkg = own_component(f"coalmine-{board}-image", version, sha256_file(image),
+                              f"the SD-card image {image.name}")
+    packages = [image_pkg, *own, *(debian_package(p) for p in
+                                   sorted(pins, key=lambda p: (p.role, p.name)))]
+    created = datetime.datetime.fromtimestamp(sde, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    doc = {
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": f"coalmine-{board}-{version}",
+        "documentNamespace": f"urn:coalmine:spdx:{board}:{sha256_file(image)}",
+        "creationInfo": {"created": created, "creators": ["Tool: coalmine scripts/image"]},
+        "documentDescribes": [image_pkg["SPDXID"]],
+        "packages": packages,
+        "relationships": [
+            {"spdxElementId": image_pkg["SPDXID"], "relationshipType": "CONTAINS",
+             "relatedSpdxElement": p["SPDXID"]} for p in packages[1:]
+        ],
+    }
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+
+def write_sums(out_dir: Path, names: list[str]) -> Path:
+    """SHA256SUMS in the format ``sha256sum -c`` reads."""
+    path = out_dir / "SHA256SUMS"
+    path.write_text("".join(f"{sha256_file(out_dir / n)}  {n}\n" for n in sorted(names)))
+    return path
