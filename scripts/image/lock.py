@@ -21,12 +21,10 @@ import re
 import shutil
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from firmware.errors import ConfigError, InputError, TransportError
+from firmware.errors import ConfigError, InputError, ToolError, TransportError
 from scripts.image.common import (
     ARCH,
     BOARD_DIR,
@@ -179,6 +177,21 @@ class AptIndex:
         )
         return sorted(set(re.findall(r"^Inst (\S+) \((\S+) ", out, flags=re.M)))
 
+    def download(self, pins: list[Pin], into: Path) -> None:
+        """apt-get download the pinned versions (apt checks them against the signed index)."""
+        into.mkdir(parents=True, exist_ok=True)
+        try:
+            run(["apt-get", "download", "-q", *(f"{p.name}:{p.arch}={p.version}" for p in pins)],
+                env=self.env, cwd=into, quiet=True)
+        except ToolError as exc:
+            raise TransportError(f"downloading the locked packages failed: {exc.message}",
+                                 hint="check the network, or set COALMINE_MIRROR") from None
+        by_name = {p.name: p for p in pins}
+        for path in sorted(into.iterdir()):  # apt puts the epoch in the name ("1%3a...")
+            pin = by_name.get(path.name.split("_", 1)[0])
+            if pin is not None and path.name != pin.deb:
+                path.rename(into / pin.deb)
+
     def candidate(self, name: str) -> str:
         out = run(["apt-cache", "policy", name], env=self.env, capture=True, quiet=True)
         m = re.search(r"Candidate: (\S+)", out)
@@ -235,16 +248,18 @@ def fetch(pins: list[Pin] | None = None, dest: Path | None = None,
     mirror = host_mirror()
     stage(f"packages: {len(missing)} of {len(pins)} not cached; checking the lock against "
           f"the archive")
-    if index is None:
-        with tempfile.TemporaryDirectory(prefix="coalmine-apt-") as tmp:
-            apt = AptIndex(Path(tmp), mirror)
+    with tempfile.TemporaryDirectory(prefix="coalmine-apt-") as tmp:
+        apt = AptIndex(Path(tmp), mirror)
+        if index is None:
             apt.update()
             index = apt.stanzas()
-    check_served(missing, index)
-    stage(f"packages: downloading {len(missing)} packages "
-          f"({sum(p.size for p in missing) // 1_000_000} MB) into {dest}")
-    for p in missing:
-        _download(mirror, p, dest)
+        check_served(missing, index)
+        stage(f"packages: downloading {len(missing)} packages "
+              f"({sum(p.size for p in missing) // 1_000_000} MB) into {dest}")
+        apt.download(missing, Path(tmp) / "download")
+        for p in missing:
+            verify(Path(tmp) / "download" / p.deb, p)
+            shutil.move(Path(tmp) / "download" / p.deb, dest / p.deb)
     return dest
 
 
@@ -272,25 +287,16 @@ def _cached_ok(path: Path, pin: Pin) -> bool:
     return path.is_file() and path.stat().st_size == pin.size and sha256_file(path) == pin.sha256
 
 
-def _download(mirror: str, pin: Pin, dest: Path) -> None:
-    url = f"{mirror}/{pin.filename}"
-    part = dest / (pin.deb + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp, part.open("wb") as out:  # noqa: S310
-            shutil.copyfileobj(resp, out)
-    except (urllib.error.URLError, OSError) as exc:
-        part.unlink(missing_ok=True)
-        raise TransportError(f"download of {pin.name} {pin.version} failed: {exc}",
-                             hint="check the network, or set COALMINE_MIRROR") from exc
-    got = sha256_file(part)
+def verify(path: Path, pin: Pin) -> None:
+    """A downloaded .deb must be exactly the locked one; anything else is deleted."""
+    got = sha256_file(path) if path.is_file() else "nothing"
     if got != pin.sha256:
-        part.unlink()
+        path.unlink(missing_ok=True)
         raise InputError(
             f"the package lock does not match what the archive serves: {pin.name} "
             f"{pin.version} has SHA-256 {got}, locked {pin.sha256}",
             hint=FIX_HINT,
         )
-    part.rename(dest / pin.deb)
 
 
 def main(argv: list[str] | None = None) -> None:

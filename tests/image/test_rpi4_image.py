@@ -12,7 +12,7 @@ import pytest
 
 from tests.image.conftest import extract, partitions
 
-pytestmark = pytest.mark.image
+pytestmark = [pytest.mark.image, pytest.mark.timeout(3600)]  # builds take minutes
 MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"}
 
 

@@ -1,0 +1,72 @@
+"""``make check-repro``: build the same commit twice and compare every output's SHA-256.
+
+The first build is a normal one (it may take the rootfs base from the stage cache); the second
+starts from empty stage directories and bypasses the stage cache, so mmdebstrap, the layer, the
+initramfs and every filesystem are made again.  Only the download cache is shared (it holds
+exactly the locked, hash-checked .debs).  When outputs differ, the intermediate artefacts are
+compared too, to point at the stage that is not reproducible (then run diffoscope on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from firmware.errors import InputError
+from scripts.image import build
+from scripts.image.common import REPO, fail, sha256_file, stage
+
+STAGE_FILES = ["rootfs-base.tar", "initrd.img", "root.squashfs", "boot.vfat"]
+
+
+def sums(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        out[name] = digest
+    return out
+
+
+def compare(board: str, base: Path) -> list[str]:
+    """Two builds into base/1 and base/2; returns the differing output names."""
+    shutil.rmtree(base, ignore_errors=True)
+    runs = []
+    for n, cached in ((1, True), (2, False)):
+        stage(f"check-repro: build {n} of 2 ({'stage cache allowed' if cached else 'no caches'})")
+        out, work = base / str(n), base / f"work-{n}"
+        build.build(board, debug=False, out_dir=out, work=work, stage_cache=cached)
+        runs.append((out, work))
+    first, second = sums(runs[0][0] / "SHA256SUMS"), sums(runs[1][0] / "SHA256SUMS")
+    differ = sorted(n for n in first.keys() | second.keys() if first.get(n) != second.get(n))
+    for name in STAGE_FILES:
+        a, b = runs[0][1] / name, runs[1][1] / name
+        if a.is_file() and b.is_file() and sha256_file(a) != sha256_file(b):
+            differ.append(f"(stage) {name}")
+    return differ
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python3 -m scripts.image.repro",
+                                     description="Build twice, compare SHA-256 of the outputs.")
+    parser.add_argument("--board", default="rpi4")
+    parser.add_argument("--dir", type=Path, default=REPO / "out" / "repro",
+                        help="where the two builds go (default out/repro)")
+    args = parser.parse_args(argv)
+    try:
+        base = args.dir / args.board
+        differ = compare(args.board, base)
+        if differ:
+            raise InputError(
+                f"the two builds of {args.board} differ: {', '.join(differ)}",
+                hint=f"compare them with diffoscope: {base}/1 and {base}/2 "
+                     f"(stage files in {base}/work-1 and work-2)")
+        stage(f"check-repro: {args.board} is reproducible; both builds give:")
+        print((base / "1" / "SHA256SUMS").read_text(), end="")
+    except Exception as exc:  # entry point: message, hint, exit code
+        fail(exc)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

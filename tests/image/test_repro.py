@@ -1,0 +1,28 @@
+"""Two builds of the same commit give the same bytes (what `make check-repro` checks too).
+
+The session's qemu-arm64 build may take the rootfs base from the stage cache; this second build
+starts from empty stage directories and bypasses that cache, so mmdebstrap and every later
+stage run again.  Only the download cache (locked, hash-checked .debs) is shared.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scripts.image.repro import sums
+from tests.image.conftest import build
+
+pytestmark = [pytest.mark.image, pytest.mark.timeout(3600)]  # builds take minutes
+
+
+def test_second_build_from_scratch_is_identical(
+        qemu_out: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    again = build("qemu-arm64", tmp_path_factory.mktemp("repro") / "qemu-arm64",
+                  "--no-stage-cache")
+    first, second = sums(qemu_out / "SHA256SUMS"), sums(again / "SHA256SUMS")
+    assert set(first) >= {"coalmine-qemu-arm64.img", "coalmine-qemu-arm64.img.xz",
+                          "coalmine-qemu-arm64.bmap", "coalmine-qemu-arm64.spdx.json"}
+    differ = {n for n in first.keys() | second.keys() if first.get(n) != second.get(n)}
+    assert not differ, f"not reproducible: {sorted(differ)}"
