@@ -198,7 +198,6 @@ def strip(root: Path) -> None:
 def identity(root: Path) -> None:
     """First-boot identity: empty machine-id (systemd makes one in RAM), no host keys."""
     (root / "etc/machine-id").write_text("")
-    (root / "var/lib/dbus").mkdir(parents=True, exist_ok=True)
     for rel in ("etc/resolv.conf", "etc/localtime"):
         (root / rel).unlink(missing_ok=True)
     (root / "etc/resolv.conf").symlink_to("../run/systemd/resolve/stub-resolv.conf")
@@ -208,4 +207,3 @@ def identity(root: Path) -> None:
         key.unlink()
     for mount in ("data", "boot/firmware"):
         (root / mount).mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(root / "var/lib/dbus", ignore_errors=True)
