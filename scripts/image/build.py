@@ -85,6 +85,7 @@ def build(board: str, *, debug: bool, out_dir: Path, work: Path, stage_cache: bo
     initrd = kernel.initramfs(k, trees, board, work, sde)
 
     stage("root slot: mksquashfs")
+    rootfs.clamp_times(root, sde)
     squash = work / "root.squashfs"
     disk.squashfs(root, squash, sde)
 

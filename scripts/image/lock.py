@@ -21,6 +21,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -106,6 +107,18 @@ def read_lock(path: Path | None = None) -> list[Pin]:
     if errors:
         raise ConfigError("\n".join(errors), hint="run: make lock")
     return pins
+
+
+def lock_epoch(path: Path | None = None) -> int:
+    """When the lock was made (``epoch=`` in its header): the timestamp of the rootfs base.
+
+    The base depends only on the lock, so its generated files carry this time rather than the
+    commit's: then the cached base serves every commit, and the final image still clamps
+    everything newer to the commit's SOURCE_DATE_EPOCH.
+    """
+    path = path or lock_path()
+    m = re.search(r"(?m)^# .*\bepoch=(\d+)", path.read_text()) if path.is_file() else None
+    return int(m.group(1)) if m else 1735689600
 
 
 def package_list(name: str) -> list[str]:
@@ -220,7 +233,8 @@ def make_lock() -> None:
             for dep in re.findall(r"(linux-image-\d\S*)", fields.get("Depends", "")):
                 pins.append(_pin("host", index[(dep, apt.candidate(dep))]))
     path = lock_path()
-    body = HEADER + f"# suite={SUITE} arch={ARCH} packages={len(pins)}\n"
+    body = HEADER + (f"# suite={SUITE} arch={ARCH} packages={len(pins)} "
+                     f"epoch={int(time.time())}\n")
     body += "".join(p.line() + "\n" for p in sorted(pins, key=lambda p: (p.role, p.name)))
     path.write_text(body)
     stage(f"lock: wrote {len(pins)} packages to {path}")

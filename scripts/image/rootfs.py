@@ -20,7 +20,7 @@ from pathlib import Path
 
 from firmware.errors import EnvironmentFault
 from scripts.image.common import ARCH, REPO, SUITE, cache_dir, run, stage
-from scripts.image.lock import Pin
+from scripts.image.lock import Pin, lock_epoch
 
 # Paths dpkg never writes (docs, man pages, locales); copyright files stay (licence notices).
 PATH_EXCLUDES = [
@@ -55,7 +55,7 @@ def base(pins: list[Pin], debs: Path, work: Path, *, use_cache: bool = True) -> 
     """A tarball of the locked root packages installed by mmdebstrap (from the stage cache)."""
     roots = sorted((p for p in pins if p.role == "root"), key=lambda p: p.name)
     key = hashlib.sha256()
-    key.update(RECIPE_VERSION.encode())
+    key.update(f"{RECIPE_VERSION} {lock_epoch()}".encode())
     key.update(" ".join(_mmdebstrap_args("X", "Y", roots)).encode())
     key.update(run(["mmdebstrap", "--version"], capture=True, quiet=True).encode())
     tar = stage_cache() / f"rootfs-base-{key.hexdigest()[:20]}.tar"
@@ -72,7 +72,8 @@ def base(pins: list[Pin], debs: Path, work: Path, *, use_cache: bool = True) -> 
     (repo / "Packages").write_text(packages)
     stage("rootfs: mmdebstrap (maintainer scripts run under qemu-user: the slow step)")
     out = work / "rootfs-base.tar"
-    run(_mmdebstrap_args(str(repo), str(out), roots))
+    run(_mmdebstrap_args(str(repo), str(out), roots),
+        env={"SOURCE_DATE_EPOCH": str(lock_epoch())})
     if use_cache:
         tar.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out, tar.with_suffix(".part"))
@@ -193,6 +194,15 @@ def strip(root: Path) -> None:
         for cache in (root / name).rglob("__pycache__"):
             for pyc in cache.glob("*.opt-*.pyc"):
                 pyc.unlink()
+
+
+def clamp_times(root: Path, sde: int) -> None:
+    """No timestamp newer than SOURCE_DATE_EPOCH (our layer's files carry the build time)."""
+    for path in [root, *root.rglob("*")]:
+        st = path.lstat()
+        if st.st_mtime > sde or st.st_atime > sde:
+            os.utime(path, (min(st.st_atime, sde), min(st.st_mtime, sde)),
+                     follow_symlinks=False)
 
 
 def identity(root: Path) -> None:
