@@ -7,7 +7,9 @@ a ``CoalmineError`` into its message, its hint and its exit code.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +28,8 @@ def config_paths(args: argparse.Namespace) -> list[Path]:
 
 
 def setup_logging(verbose: bool = False) -> None:
+    """Log to stderr (the journal); SIGUSR1 dumps every thread's stack there (stuck daemons)."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
 

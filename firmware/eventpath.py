@@ -3,11 +3,14 @@
 Services run as their own users and never see the device key; all they can do is drop a
 datagram (compact event JSON) into ``<run_dir>/events.sock``, which the agent owns and a shared
 group may write to.  A sink never raises into a service: a dead agent costs at most the events
-that do not fit the sender's small retry buffer, and the service keeps serving.
+that do not fit the sender's small retry buffer, and the service keeps serving.  Inside an
+event loop the sink retries its backlog on its own, so events waiting through an agent restart
+leave without needing a later event to push them out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import logging
@@ -43,9 +46,12 @@ def decode_datagram(data: bytes, max_bytes: int) -> Event:
 class SocketSink:
     """Sends events to the agent's socket; keeps a bounded backlog while the agent is away."""
 
-    def __init__(self, path: Path, backlog: int = 256) -> None:
+    def __init__(self, path: Path, backlog: int = 256, retry_after: float = 2.0) -> None:
         self.path = path
         self.backlog: collections.deque[bytes] = collections.deque(maxlen=backlog)
+        self.retry_after = retry_after
+        self.retry: asyncio.TimerHandle | None = None
+        self.away = False
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
 
@@ -58,12 +64,34 @@ class SocketSink:
             try:
                 self.sock.sendto(self.backlog[0], str(self.path))
             except OSError as exc:
-                log.warning("event agent not reachable at %s (%s); %d events waiting",
-                            self.path, exc.strerror, len(self.backlog))
+                if not self.away:
+                    log.warning("event agent not reachable at %s (%s); %d events waiting",
+                                self.path, exc.strerror, len(self.backlog))
+                self.away = True
+                self.schedule_retry()
                 return
             self.backlog.popleft()
+        if self.away:
+            log.info("event agent reachable again at %s; backlog delivered", self.path)
+            self.away = False
+
+    def schedule_retry(self) -> None:
+        """Flush again later if an event loop is running (services); plain callers just wait."""
+        if self.retry is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self.retry = loop.call_later(self.retry_after, self._retry_now)
+
+    def _retry_now(self) -> None:
+        self.retry = None
+        self.flush()
 
     def close(self) -> None:
+        if self.retry is not None:
+            self.retry.cancel()
         self.sock.close()
 
 

@@ -35,6 +35,10 @@ UNBOUND_CONF = """server:
   do-not-query-localhost: no
   use-caps-for-id: yes
   qname-minimisation: yes
+  # After an outage unbound treats the console as down and, by default, stops asking it for
+  # up to infra-host-ttl (900 s); keep probing so a recovered console is used again promptly.
+  # The agent's persistent queue covers the default too, just more slowly.
+  infra-keep-probing: yes
   local-zone: "test." nodefault
   username: ""
   chroot: ""
@@ -228,7 +232,8 @@ class Lab:
                     raise EnvironmentFault(f"{name} exited ({proc.returncode}) waiting for "
                                            f"{what}:\n{self.log(name)[-2000:]}")
             time.sleep(poll)
-        raise EnvironmentFault(f"timed out after {timeout}s waiting for {what}")
+        tails = "".join(f"\n--- {name} log ---\n{self.log(name)[-1500:]}" for name in self.procs)
+        raise EnvironmentFault(f"timed out after {timeout}s waiting for {what}{tails}")
 
     def wait_port(self, port: int, proto: str) -> None:
         def bound() -> bool:

@@ -147,6 +147,26 @@ class Agent:
         finally:
             self.stop.set()
             receiver.join(timeout=2)
-            sock.close()
-            Path(self.cfg.event_socket).unlink(missing_ok=True)
+            self.close_socket(sock)
             self.queue.close()
+
+    def close_socket(self, sock: socket.socket) -> None:
+        """Stop taking events, then keep those already in the socket buffer (never lose them).
+
+        Unlinking first makes services' later sends fail, so they keep those in their backlog
+        for the next agent; what they sent before is still buffered here and is drained.
+        """
+        Path(self.cfg.event_socket).unlink(missing_ok=True)
+        sock.setblocking(False)
+        limit = self.cfg.limits.event_datagram_bytes
+        kept = 0
+        while True:
+            try:
+                data = sock.recv(limit + 1)
+            except OSError:  # BlockingIOError: empty
+                break
+            self.accept_datagram(data, limit)
+            kept += 1
+        sock.close()
+        if kept:
+            log.info("kept %d events that arrived while stopping", kept)

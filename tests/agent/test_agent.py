@@ -1,5 +1,6 @@
 """Beacon agent: persistence, bounds, retransmission and exactly-once delivery."""
 
+import asyncio
 import json
 import os
 import socket
@@ -35,6 +36,16 @@ def make_agent(tmp_path: Path, console: FakeConsole, **limits: int) -> Agent:
                              "heartbeat_interval": 3600, "max_backoff": 0.05},
                  "limits": limits})
     return Agent(cfg, transport=console)
+
+
+def drain_and_stop(agent: Agent, sender: threading.Thread, timeout: float) -> None:
+    """Wait until the queue is empty (or ``timeout``), then stop the sending thread."""
+    deadline = time.time() + timeout
+    while agent.queue.depth() and time.time() < deadline:
+        time.sleep(0.02)
+    agent.stop.set()
+    agent.wake.set()
+    sender.join(5)
 
 
 def test_counter_epoch_survives_restart(tmp_path):
@@ -90,12 +101,7 @@ def test_console_down_then_up_delivers_each_event_once(tmp_path):
     time.sleep(0.3)
     assert not console.events and agent.queue.depth() == 6
     console.down = False
-    deadline = time.time() + 10
-    while agent.queue.depth() and time.time() < deadline:
-        time.sleep(0.02)
-    agent.stop.set()
-    agent.wake.set()
-    worker.join(5)
+    drain_and_stop(agent, worker, 10)
     got = sorted(e.data.get("USERNAME", "") for e in console.events.values())
     assert got == ["", "user0", "user1", "user2", "user3", "user4"]  # "" is the BOOT event
     assert console.heartbeats >= 1
@@ -158,21 +164,56 @@ def test_sink_keeps_backlog_while_agent_is_away(tmp_path):
     assert got == ["user2", "user3", "user4"]
 
 
+def test_events_still_in_the_socket_at_shutdown_are_kept(tmp_path):
+    console = FakeConsole()
+    agent = make_agent(tmp_path, console)
+    sock = agent.open_socket()  # no receiver thread: the datagrams stay in the socket buffer
+    sink = SocketSink(agent.cfg.event_socket)
+    for i in range(3):
+        sink.emit(login(i))
+    assert not sink.backlog
+    agent.close_socket(sock)
+    assert agent.queue.depth() == 3
+    assert not agent.cfg.event_socket.exists()
+    sink.emit(login(3))  # the agent is gone now: the sink keeps it for the next one
+    assert len(sink.backlog) == 1
+
+
+def test_sink_retries_its_backlog_without_a_new_event(tmp_path):
+    path = tmp_path / "events.sock"
+
+    async def scenario() -> list[str]:
+        sink = SocketSink(path, retry_after=0.05)
+        sink.emit(login(1))  # agent away: kept, and a retry is scheduled
+        assert len(sink.backlog) == 1 and sink.away
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        receiver.bind(str(path))
+        receiver.setblocking(False)
+        await asyncio.sleep(0.5)
+        got = [json.loads(receiver.recv(8192))["d"]["USERNAME"]]
+        assert not sink.backlog and not sink.away
+        sink.close()
+        receiver.close()
+        return got
+
+    assert asyncio.run(scenario()) == ["user1"]
+
+
 def test_receiver_and_sender_threads_share_the_queue_safely(tmp_path):
     console = FakeConsole()
     agent = make_agent(tmp_path, console)
     sender = threading.Thread(target=agent.run)
     sender.start()
-    producers = [threading.Thread(target=lambda k=k: [agent.queue.put(login(k * 100 + i))
-                                                      for i in range(40)]) for k in range(3)]
+    limit = agent.cfg.limits.event_datagram_bytes
+
+    def produce(k: int) -> None:  # the receiver's path: store, then wake the sender
+        for i in range(40):
+            agent.accept_datagram(encode_datagram(login(k * 100 + i)), limit)
+
+    producers = [threading.Thread(target=produce, args=(k,)) for k in range(3)]
     for p in producers:
         p.start()
     for p in producers:
         p.join()
-    deadline = time.time() + 20
-    while agent.queue.depth() and time.time() < deadline:
-        time.sleep(0.02)
-    agent.stop.set()
-    agent.wake.set()
-    sender.join(5)
+    drain_and_stop(agent, sender, 20)
     assert len([e for e in console.events.values() if e.code is EventCode.SSH_LOGIN_ATTEMPT]) == 120
