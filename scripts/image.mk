@@ -18,7 +18,7 @@ lock: ## re-pin board/common/packages.lock to what Debian's archive serves now
 	$(PYTHON) -m scripts.image.lock lock
 
 qemu: ## boot out/qemu-arm64 under qemu-system-aarch64 (serial console here; Ctrl-a x quits)
-	$(PYTHON) -m scripts.image.qemu $(if $(filter 1 yes true,$(DEBUG)),--debug,)
+	$(PYTHON) -m scripts.image.qemu $(if $(filter 1 yes true,$(DEBUG)),--debug,) $(QEMU_ARGS)
 
 check-repro: image-deps ## build BOARD twice from scratch and compare SHA-256 of every output
 	$(PYTHON) -m scripts.image.repro --board $(BOARD)

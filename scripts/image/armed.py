@@ -62,11 +62,17 @@ def provisioning(lab: Lab, node: str, heartbeat: float) -> str:
 
 
 def boot(lab: Lab, src: Path, work: Path, *, node: str = "qemu-device",
-         heartbeat: float = 5.0) -> Guest:
-    """Provision a working copy of the image and start QEMU; SSH lands on lab.ssh_port."""
+         heartbeat: float = 5.0, card_extra: int = 64 << 20) -> Guest:
+    """Provision a working copy of the image and start QEMU; SSH lands on lab.ssh_port.
+
+    ``card_extra`` bytes are added to the disk, like a card larger than the image, so first
+    boot has to grow the data partition.
+    """
     toml = work / "coalmine.toml"
     toml.write_text(provisioning(lab, node, heartbeat))
     img = qemu.working_copy(src, work / "disk.img", toml)
+    with img.open("r+b") as f:
+        f.truncate(img.stat().st_size + card_extra)
     lab.ssh_port = free_port()
     serial = work / "serial.log"
     serial.unlink(missing_ok=True)

@@ -14,10 +14,11 @@ import os
 import shutil
 import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware.errors import ConfigError
+from firmware.errors import ConfigError, ToolError
 from scripts.image import disk, kernel, layer, rootfs, sbom
 from scripts.image.common import (
     BOARD_DIR,
@@ -46,7 +47,7 @@ def version() -> str:
     try:
         commit = run(["git", "-C", REPO, "rev-parse", "--short=12", "HEAD"], capture=True,
                      quiet=True).strip()
-    except Exception:
+    except (ToolError, OSError):  # not a git checkout, or no git
         return base
     return f"{base}+g{commit}"
 
@@ -62,7 +63,24 @@ def render(template: Path, **values: str) -> str:
     return template.read_text().format(**values)
 
 
-def build(board: str, *, debug: bool, out_dir: Path, work: Path, stage_cache: bool) -> Path:
+@dataclass(frozen=True)
+class Plan:
+    """What one build needs before any stage runs: checked board, epoch, version, packages."""
+
+    board: str
+    debug: bool
+    sde: int
+    version: str
+    pins: list[Pin]
+    debs: Path
+
+    def build_info(self) -> str:
+        return (f"version={self.version}\nboard={self.board}\ndebug={int(self.debug)}\n"
+                f"source_date_epoch={self.sde}\n")
+
+
+def plan(board: str, debug: bool) -> Plan:
+    """Check the board and the host, pin the environment, fetch the locked packages."""
     check_board(board)
     check_host()
     sde = source_date_epoch()
@@ -71,38 +89,44 @@ def build(board: str, *, debug: bool, out_dir: Path, work: Path, stage_cache: bo
     ver = version()
     stage(f"build: board={board} debug={int(debug)} version={ver} SOURCE_DATE_EPOCH={sde}")
     pins = used_pins(read_lock(), board)
-    debs = fetch(pins)
-    work.mkdir(parents=True, exist_ok=True)
+    return Plan(board, debug, sde, ver, pins, fetch(pins))
 
-    tar = rootfs.base(pins, debs, work, use_cache=stage_cache)
+
+def root_slot(p: Plan, work: Path, *, stage_cache: bool) -> tuple[Path, kernel.Kernel,
+                                                                    dict[str, Path], Path]:
+    """The root filesystem as a squashfs; returns (squashfs, kernel, host trees, initramfs)."""
+    tar = rootfs.base(p.pins, p.debs, work, use_cache=stage_cache)
     root = work / "root"
     stage("rootfs: unpacking the base")
     rootfs.unpack(tar, root)
-    trees = kernel.unpack_host(pins, debs, work)
+    trees = kernel.unpack_host(p.pins, p.debs, work)
     k = kernel.find_kernel(trees)
-    info = f"version={ver}\nboard={board}\ndebug={int(debug)}\nsource_date_epoch={sde}\n"
-    layer.apply(root, board=board, debug=debug, k=k, build_info=info)
-    initrd = kernel.initramfs(k, trees, board, work, sde)
-
+    layer.apply(root, board=p.board, debug=p.debug, k=k, build_info=p.build_info())
+    initrd = kernel.initramfs(k, trees, p.board, work, p.sde)
     stage("root slot: mksquashfs")
-    rootfs.clamp_times(root, sde)
+    rootfs.clamp_times(root, p.sde)
     squash = work / "root.squashfs"
-    disk.squashfs(root, squash, sde)
+    disk.squashfs(root, squash, p.sde)
+    return squash, k, trees, initrd
+
+
+def build(board: str, *, debug: bool, out_dir: Path, work: Path, stage_cache: bool) -> Path:
+    p = plan(board, debug)
+    work.mkdir(parents=True, exist_ok=True)
+    squash, k, trees, initrd = root_slot(p, work, stage_cache=stage_cache)
 
     stage("boot partition: kernel, initramfs, device trees, firmware, config")
     files = boot_files(board, k, trees, initrd, work / "bootfiles", debug=debug)
     boot = work / "boot.vfat"
     disk.fat_image(boot, disk.layout_parts(board)[0][1], files,
-                   volume_id=disk.disk_id(board).upper(), label="COALMINE", sde=sde)
+                   volume_id=disk.disk_id(board).upper(), label="COALMINE", sde=p.sde)
 
     stage("disk image: partition table and partitions")
     out_dir.mkdir(parents=True, exist_ok=True)
     img = out_dir / f"coalmine-{board}.img"
     disk.assemble(img, board, boot, squash)
-    extra: list[str] = []
-    if board.startswith("qemu"):
-        extra = direct_boot_files(out_dir / "boot", files)
-    write_outputs(img, board=board, version=ver, sde=sde, pins=pins, extra=extra)
+    extra = direct_boot_files(out_dir / "boot", files) if board.startswith("qemu") else []
+    write_outputs(img, board=board, version=p.version, sde=p.sde, pins=p.pins, extra=extra)
     stage(f"done: {out_dir} (root {squash.stat().st_size // (1 << 20)} MiB, .img.xz "
           f"{img.with_suffix('.img.xz').stat().st_size // (1 << 20)} MiB)")
     print((out_dir / "SHA256SUMS").read_text(), end="")

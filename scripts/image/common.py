@@ -165,7 +165,7 @@ def host_mirror() -> str:
 
 
 def fail(exc: Exception) -> None:
-    """Entry-point error printer: message, hint, exit code."""
+    """Entry-point error printer: message, hint, exit code.  Unexpected errors keep their trace."""
     from firmware.errors import CoalmineError
 
     if isinstance(exc, CoalmineError):
@@ -173,4 +173,10 @@ def fail(exc: Exception) -> None:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    if isinstance(exc, OSError):  # full disk, missing file, permission: the OS says it best
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print("hint: free space in out/ and ~/.cache/coalmine (df -h), check permissions "
+              "(the build runs as root), then rerun", file=sys.stderr)
+        sys.exit(1)
     raise exc

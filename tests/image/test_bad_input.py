@@ -10,7 +10,7 @@ import pytest
 
 from firmware.errors import InputError
 from scripts.image import lock
-from scripts.image.common import boards
+from scripts.image.common import boards, fail
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,3 +66,15 @@ def test_download_with_wrong_hash_is_refused(tmp_path: Path) -> None:
     assert "libfoo1 1.0-1 has SHA-256" in err.value.message
     assert "make lock" in err.value.hint
     assert not deb.exists(), "nothing unverified is left behind"
+
+
+def test_os_error_at_the_entry_point_is_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
+    full = OSError(28, "No space left on device", "/work/out/qemu-arm64/coalmine.img")
+    with pytest.raises(SystemExit) as exit_info:
+        fail(full)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: No space left on device: /work/out/qemu-arm64/coalmine.img" in err
+    assert "df -h" in err
+    with pytest.raises(KeyError):  # a bug is not dressed up as a user error
+        fail(KeyError("x"))

@@ -77,6 +77,7 @@ def test_real_ssh_login_attempt_reaches_console(booted: Booted) -> None:
 def test_first_boot_provisioned_and_no_login_prompt(booted: Booted) -> None:
     log = booted.log()
     assert "imported coalmine.toml from the boot partition" in log
+    assert "growing /dev/vda4 to the end of /dev/vda" in log  # the "card" is larger
     assert "making the data filesystem" in log
     assert "coalmine-initramfs: slot a" in log
     assert not re.search(r"(?m)login: *$", log), "a login prompt must never appear"
