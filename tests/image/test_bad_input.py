@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from firmware.errors import InputError
-from scripts.image import lock
+from firmware.errors import EnvironmentFault, InputError, ToolError
+from scripts.image import hosttools, lock
 from scripts.image.common import boards, fail
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,3 +79,19 @@ def test_os_error_at_the_entry_point_is_a_clear_message(capsys: pytest.CaptureFi
     assert "df -h" in err
     with pytest.raises(KeyError):  # a bug is not dressed up as a user error
         fail(KeyError("x"))
+
+
+def test_missing_host_tool_names_the_package_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = hosttools.which
+    monkeypatch.setattr(hosttools, "which", lambda t: None if t == "mksquashfs" else real(t))
+    with pytest.raises(ToolError) as info:
+        hosttools.check_host()
+    assert "squashfs-tools" in info.value.message
+    assert "make image-deps" in info.value.hint and "apt-get install" in info.value.hint
+
+
+def test_not_root_says_sudo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(EnvironmentFault) as info:
+        hosttools.check_host()
+    assert "sudo make image" in info.value.hint
