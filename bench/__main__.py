@@ -26,9 +26,7 @@ def main() -> int:
         print(f"== {name}")
         module = importlib.import_module(f"bench.{name}")
         start = time.monotonic()
-        for fn in ("payload_figures", "main"):
-            if hasattr(module, fn):
-                getattr(module, fn)(*([[]] if fn == "main" else []))
+        module.main([])
         print(f"   ({time.monotonic() - start:.1f}s)\n", flush=True)
     return 0
 

@@ -9,12 +9,14 @@ Also prints the upstream payload bytes per query seen on that path.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import statistics
 import time
 
-from console.store import Store
+from console.store import EventRow, Store
 from firmware.protocol import frame, messages, names
+from firmware.protocol.event import TIME_FORMAT
 from scripts.lab import ZONE, Lab
 
 
@@ -27,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--attempts", type=int, default=30)
     args = parser.parse_args(argv)
+    payload_figures()
     from_client: list[float] = []
     from_event: list[float] = []
     with Lab(heartbeat=3600) as lab:
@@ -36,13 +39,7 @@ def main(argv: list[str] | None = None) -> None:
             user = f"bench{i}"
             start = time.time()
             lab.ssh_attempt(user, "pw")
-            row = None
-            while row is None and time.time() - start < 30:
-                row = next((r for r in store.events(limit=5)
-                            if json.loads(r.event_json)["logdata"].get("USERNAME") == user), None)
-                time.sleep(0.005)
-            if row is None:
-                raise SystemExit(f"event {user} never arrived")
+            row = stored(lab, store, user)
             event_time = _event_time(row.event_json)
             from_client.append(row.received - start)
             from_event.append(row.received - event_time)
@@ -55,10 +52,22 @@ def main(argv: list[str] | None = None) -> None:
     print("  console counters after the run:", " ".join(stats.split()))
 
 
+def stored(lab: Lab, store: Store, user: str) -> EventRow:
+    """The console's row for ``user``'s attempt, as soon as it is there (5 ms polls)."""
+    found: list[EventRow] = []
+
+    def seen() -> bool:
+        found.extend(r for r in store.events(limit=5)
+                     if json.loads(r.event_json)["logdata"].get("USERNAME") == user)
+        return bool(found)
+
+    lab.wait_for(seen, 30, f"event {user}", poll=0.005)
+    return found[0]
+
+
 def _event_time(event_json: str) -> float:
-    import datetime as dt
     utc = json.loads(event_json)["utc_time"]
-    return dt.datetime.strptime(utc, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=dt.UTC).timestamp()
+    return dt.datetime.strptime(utc, TIME_FORMAT).replace(tzinfo=dt.UTC).timestamp()
 
 
 def payload_figures() -> None:
@@ -71,5 +80,4 @@ def payload_figures() -> None:
 
 
 if __name__ == "__main__":
-    payload_figures()
     main()

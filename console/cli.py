@@ -17,16 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from console import config
-from console.core import Console, Limits
+from console.core import Console
 from console.handler import Responder
 from console.server import Server, parse_listen
 from console.store import Store
 from firmware.cli import main_guard
 from firmware.errors import DecodeError, UsageError
-from firmware.protocol.catalogue import SECRET_KEYS
+from firmware.protocol.event import masked
 from firmware.protocol.keys import PeerPublicKey
-
-MASK = "********"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,8 +79,7 @@ def _serve(args: argparse.Namespace) -> None:
     cfg = config.load(args.state)
     host, port = parse_listen(args.listen)
     store = Store(cfg.db_path)
-    core = Console(cfg.zone, cfg.private_key, store,
-                   Limits(answer_cache=cfg.limits.answer_cache))
+    core = Console(cfg.zone, cfg.private_key, store)
     responder = Responder(core, cfg.zone, cfg.soa_mname, cfg.soa_rname)
     server = Server(responder, host, port, cfg.limits, core.flush)
     server.install_signal_handlers()
@@ -137,7 +134,7 @@ def _events(args: argparse.Namespace) -> None:
 def _masked(record: dict[str, Any], show: bool) -> dict[str, Any]:
     logdata = record.get("logdata")
     if not show and isinstance(logdata, dict):
-        record["logdata"] = {k: MASK if k in SECRET_KEYS else v for k, v in logdata.items()}
+        record["logdata"] = masked(logdata)
     return record
 
 

@@ -34,7 +34,6 @@ class ServerLimits:
     tcp_max_message: int = 1024  # a query is at most ~300 bytes
     tcp_max_pending_out: int = 262144
     flush_interval: float = 1.0
-    answer_cache: int = 65536
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,7 @@ class Console:
         self._reassembler = Reassembler()
         loaded = self.store.stats()
         self.stats = {name: loaded.get(name, 0) for name in STAT_NAMES}
+        self._saved_stats = loaded  # what the store holds: flush writes only when this differs
         self.refresh_registry()
 
     # --- registry and persistence -------------------------------------------------------------
@@ -135,13 +136,18 @@ class Console:
         )
 
     def flush(self) -> None:
-        """Persist highest counters, heartbeat info and statistics (call about once a second)."""
+        """Persist highest counters, heartbeat info and statistics (call about once a second).
+
+        An idle console writes nothing: no transaction when no device and no counter changed.
+        """
         dirty = [d for d in self._devices.values() if d.dirty]
-        progress = [
-            Progress(d.device_id, d.window.highest, d.last_heartbeat, d.uptime, d.queue_depth)
-            for d in dirty
-        ]
-        self.store.save_progress(progress, self.stats)
+        if dirty or self.stats != self._saved_stats:
+            progress = [
+                Progress(d.device_id, d.window.highest, d.last_heartbeat, d.uptime, d.queue_depth)
+                for d in dirty
+            ]
+            self.store.save_progress(progress, self.stats)
+            self._saved_stats = dict(self.stats)
         for device in dirty:
             device.dirty = False
         self.refresh_registry()

@@ -29,7 +29,7 @@ def config_paths(args: argparse.Namespace) -> list[Path]:
 
 def setup_logging(verbose: bool = False) -> None:
     """Log to stderr (the journal); SIGUSR1 dumps every thread's stack there (stuck daemons)."""
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    faulthandler.register(signal.SIGUSR1, file=2, all_threads=True)  # fd 2, even when captured
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
 

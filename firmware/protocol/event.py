@@ -26,7 +26,8 @@ MAX_VALUE_CHARS = 1024
 MAX_KEYS = 32
 MAX_EVENT_BYTES = 16384
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
-_KEY = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
+SECRET_MASK = "********"  # noqa: S105 -- what replaces a secret, not one
+KEY_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,31}")  # logdata keys, also checked by services
 
 Value = str | int
 
@@ -68,7 +69,7 @@ def from_compact(obj: object) -> Event:
         raise DecodeError("event data is not a small object", offset=0)
     clean: dict[str, Value] = {}
     for k, v in data.items():
-        if not isinstance(k, str) or not _KEY.fullmatch(k):
+        if not isinstance(k, str) or not KEY_PATTERN.fullmatch(k):
             raise DecodeError(f"bad event data key {str(k)[:40]!r}", offset=0)
         if isinstance(v, bool) or not isinstance(v, str | int):
             raise DecodeError(f"event data {k} is not a string or integer", offset=0)
@@ -103,12 +104,15 @@ def decode_message(message: bytes) -> Event:
     return from_compact(obj)
 
 
+def masked(logdata: Mapping[str, Any]) -> dict[str, Any]:
+    """``logdata`` with every secret (passwords, ...) replaced by a fixed mask."""
+    return {k: (SECRET_MASK if k in SECRET_KEYS else v) for k, v in logdata.items()}
+
+
 def to_opencanary(event: Event, node_id: str, *, mask_secrets: bool = True) -> dict[str, Any]:
     """OpenCanary's flat JSON for ``event``; ``node_id`` comes from the console's registry."""
     utc = dt.datetime.fromtimestamp(event.time, dt.UTC)
-    logdata = {
-        k: ("********" if mask_secrets and k in SECRET_KEYS else v) for k, v in event.data.items()
-    }
+    logdata = masked(event.data) if mask_secrets else dict(event.data)
     return {
         "dst_host": event.dst_host, "dst_port": event.dst_port,
         "local_time": utc.strftime(TIME_FORMAT),

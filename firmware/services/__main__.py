@@ -2,8 +2,9 @@
 
 ``python3 -m firmware.services NAME --config FILE [--config FILE ...]`` loads the layered device
 configuration, starts the named service with a sink to the agent's event socket and serves until
-SIGTERM or SIGINT.  This is the only place that turns errors into a message, a hint and an exit
-code.  Logs go to stderr (the journal); they never contain passwords.
+SIGTERM or SIGINT.  Errors become a message, a hint and an exit code here only (through
+``firmware.cli.main_guard``, like the agent).  Logs go to stderr (the journal); they never
+contain passwords.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from firmware import config
-from firmware.errors import CoalmineError, UsageError
+from firmware.cli import add_config_argument, config_paths, main_guard, setup_logging
+from firmware.errors import UsageError
 from firmware.eventpath import SocketSink
 from firmware.services.base import Service, discover
 
@@ -29,8 +30,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Run one coalmine honeypot service until SIGTERM.")
     parser.add_argument("name", nargs="?", help="service to run (see --list)")
-    parser.add_argument("--config", action="append", type=Path, metavar="FILE",
-                        help=f"device.toml; repeat to layer files (default {config.DEFAULT_PATH})")
+    add_config_argument(parser)
     parser.add_argument("--list", action="store_true", help="list the services and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if cls is None:
         raise UsageError(f"unknown service {args.name!r}",
                          hint=f"known services: {', '.join(sorted(services))}")
-    cfg = config.load(args.config or [config.DEFAULT_PATH])
+    cfg = config.load(config_paths(args))
     if not cls.enabled(cfg):
         log.info("%s is disabled in the configuration; nothing to do", cls.name)
         return 0
@@ -76,16 +76,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(name)s: %(levelname)s: %(message)s")
+    setup_logging(args.verbose)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)  # it logs every auth at INFO
-    try:
-        return run(args)
-    except CoalmineError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        if exc.hint:
-            print(f"  hint: {exc.hint}", file=sys.stderr)
-        return exc.exit_code
+    return main_guard(lambda: run(args))
 
 
 if __name__ == "__main__":

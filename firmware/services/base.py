@@ -21,7 +21,6 @@ import ipaddress
 import json
 import logging
 import pkgutil
-import re
 import time
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -31,13 +30,12 @@ from firmware.config import DeviceConfig
 from firmware.errors import EnvironmentFault
 from firmware.eventpath import EventSink, encode_datagram
 from firmware.protocol.catalogue import EventCode
-from firmware.protocol.event import MAX_VALUE_CHARS, Event, Value, bound
+from firmware.protocol.event import KEY_PATTERN, MAX_VALUE_CHARS, Event, Value, bound
 from firmware.services.guard import Guard, SourceCounter
 
 log = logging.getLogger(__name__)
 
 REGISTRY: dict[str, type[Service]] = {}
-_KEY = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
 _INERT_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
@@ -183,7 +181,7 @@ def clean_data(data: Mapping[str, str | bytes | int]) -> dict[str, Value]:
     out: dict[str, Value] = {}
     for key, value in data.items():
         upper = key.upper()
-        if not _KEY.fullmatch(upper):
+        if not KEY_PATTERN.fullmatch(upper):
             raise ValueError(f"bug: event data key {key!r} is not a valid logdata key")
         if isinstance(value, bool) or not isinstance(value, str | bytes | int):
             raise ValueError(f"bug: event data {key} is a {type(value).__name__}")

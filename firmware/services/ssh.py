@@ -59,7 +59,7 @@ class SSHHoneypot(Service):
     async def start(self) -> None:
         ssh = self.cfg.ssh
         key = load_or_create_host_key(ssh.host_key)
-        self.acceptor = await asyncssh.create_server(
+        await asyncssh.create_server(
             lambda: _Attempts(self), ssh.host, ssh.port, tunnel=_GuardedListener(self),
             server_host_keys=[key], server_version=ssh.version.removeprefix(SSH_PREFIX),
             login_timeout=self.cfg.limits.connection_timeout,
@@ -67,12 +67,6 @@ class SSHHoneypot(Service):
             host_based_auth=False, gss_host=None, allow_scp=False,
             agent_forwarding=False, x11_forwarding=False)
         log.info("ssh host key %s", key.get_fingerprint("sha256"))
-
-    async def stop(self) -> None:
-        acceptor = getattr(self, "acceptor", None)
-        if acceptor is not None:
-            acceptor.close()
-        await super().stop()
 
 
 class _GuardedListener:

@@ -39,6 +39,20 @@ def test_heartbeat_is_answered_and_recorded(rig: Rig) -> None:
     assert rig.console.stats["accepted"] == 1
 
 
+def test_idle_flush_writes_nothing_and_changes_are_still_saved(rig: Rig) -> None:
+    _, labels = rig.device.heartbeat(uptime=5, queue_depth=0)
+    rig.console.handle(b(labels), TXT)
+    rig.console.flush()
+    writes = rig.store._db.total_changes
+    rig.console.flush()  # nothing happened since
+    assert rig.store._db.total_changes == writes
+    rig.console.handle([b"junk"], TXT)  # only a counter moves
+    rig.console.flush()
+    assert rig.store._db.total_changes > writes
+    rig.restart()
+    assert rig.console.stats["accepted"] == 1 and rig.console.stats == rig.store.stats()
+
+
 def test_minimisation_probe_then_txt_any_case(rig: Rig) -> None:
     header, frame = rig.device.frame(rig.device.fragments(LOGIN, msg_id=3)[0])
     labels = rig.device.labels(frame)

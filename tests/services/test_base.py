@@ -166,3 +166,15 @@ def test_events_always_fit_a_datagram(values):
     wire = encode_datagram(ev)
     assert len(wire) <= 2048
     assert from_compact(__import__("json").loads(wire)) == ev
+
+
+def test_command_line_lists_services_and_names_the_fix(capsys: pytest.CaptureFixture[str]) -> None:
+    from firmware.services.__main__ import main
+
+    assert main(["--list"]) == 0
+    assert "ssh\tdefault port 22" in capsys.readouterr().out
+    assert main(["telnetz"]) == 64
+    err = capsys.readouterr().err
+    assert "error: unknown service 'telnetz'" in err and "hint: known services: " in err
+    assert main([]) == 64
+    assert "--list" in capsys.readouterr().err
