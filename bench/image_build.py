@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.image import armed
+from scripts.image import armed, build
 from scripts.lab import Lab
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,15 +27,13 @@ def timed_build(board: str, out: Path, env: dict[str, str], *extra: str) -> floa
     start = time.monotonic()
     log = out.parent / f"{out.name}.log"
     with log.open("wb") as f:
-        subprocess.run([sys.executable, "-m", "scripts.image.build", "--board", board,
-                        "--out", str(out), "--work", str(out.parent / f"work-{out.name}"),
-                        *extra], cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT,
-                       check=True)
+        subprocess.run(build.command(board, out, *extra), cwd=REPO, env=env, stdout=f,
+                       stderr=subprocess.STDOUT, check=True)
     return time.monotonic() - start
 
 
 def sizes(board: str, out: Path) -> None:
-    squash = out.parent / f"work-{out.name}" / "root.squashfs"
+    squash = build.work_dir(out) / "root.squashfs"
     xz = out / f"coalmine-{board}.img.xz"
     print(f"   {board}: root squashfs {squash.stat().st_size / MIB:.1f} MiB, "
           f".img.xz {xz.stat().st_size / MIB:.1f} MiB "

@@ -34,14 +34,19 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
+def report(exc: CoalmineError) -> int:
+    """Print ``exc`` as message + hint on stderr; return its exit code."""
+    print(f"error: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"hint: {exc.hint}", file=sys.stderr)
+    return exc.exit_code
+
+
 def main_guard(work: Callable[[], int | None]) -> int:
     """Run ``work``; report a CoalmineError as message + hint and return its exit code."""
     try:
         return work() or 0
     except CoalmineError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return exc.exit_code
+        return report(exc)
     except KeyboardInterrupt:
         return 130

@@ -16,17 +16,18 @@ import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from firmware.errors import ConfigError, ToolError
 from scripts.image import disk, kernel, layer, rootfs, sbom
 from scripts.image.common import (
     BOARD_DIR,
     REPO,
+    board_config,
     boards,
     check_board,
     fail,
     run,
+    sha256_file,
     source_date_epoch,
     stage,
 )
@@ -34,11 +35,6 @@ from scripts.image.hosttools import check_host
 from scripts.image.lock import Pin, fetch, package_list_for, read_lock
 
 OUT = REPO / "out"
-
-
-def board_config(board: str) -> dict[str, Any]:
-    with (BOARD_DIR / board / "board.toml").open("rb") as f:
-        return tomllib.load(f)
 
 
 def version() -> str:
@@ -50,6 +46,17 @@ def version() -> str:
     except (ToolError, OSError):  # not a git checkout, or no git
         return base
     return f"{base}+g{commit}"
+
+
+def work_dir(out: Path) -> Path:
+    """Where a build into ``out`` keeps its stage files when run through ``command``."""
+    return out.parent / f"work-{out.name}"
+
+
+def command(board: str, out: Path, *extra: str) -> list[str]:
+    """The build as a separate process (tests and benchmarks), into ``out``."""
+    return [sys.executable, "-m", "scripts.image.build", "--board", board, "--out", str(out),
+            "--work", str(work_dir(out)), *extra]
 
 
 def used_pins(pins: list[Pin], board: str) -> list[Pin]:
@@ -101,7 +108,7 @@ def root_slot(p: Plan, work: Path, *, stage_cache: bool) -> tuple[Path, kernel.K
     rootfs.unpack(tar, root)
     trees = kernel.unpack_host(p.pins, p.debs, work)
     k = kernel.find_kernel(trees)
-    layer.apply(root, board=p.board, debug=p.debug, k=k, build_info=p.build_info())
+    layer.apply(root, board=p.board, debug=p.debug, k=k, sde=p.sde, build_info=p.build_info())
     initrd = kernel.initramfs(k, trees, p.board, work, p.sde)
     stage("root slot: mksquashfs")
     rootfs.clamp_times(root, p.sde)
@@ -190,8 +197,11 @@ def write_outputs(img: Path, *, board: str, version: str, sde: int, pins: list[P
                            "board files: boot configuration, layout, module lists, /init"),
     ]
     spdx = img.with_suffix(".spdx.json")
-    sbom.write_sbom(spdx, board=board, version=version, sde=sde, image=img, pins=pins, own=own)
-    sbom.write_sums(out_dir, [img.name, xz.name, bmap.name, spdx.name, *extra])
+    digest = sha256_file(img)
+    sbom.write_sbom(spdx, board=board, version=version, sde=sde, image=img, image_sha256=digest,
+                    pins=pins, own=own)
+    sbom.write_sums(out_dir, [img.name, xz.name, bmap.name, spdx.name, *extra],
+                    known={img.name: digest})
 
 
 def main(argv: list[str] | None = None) -> None:

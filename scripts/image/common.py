@@ -15,10 +15,13 @@ import shlex
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from firmware.errors import ConfigError, ToolError, UsageError
+from firmware.cli import report
+from firmware.errors import CoalmineError, ConfigError, ToolError, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
 BOARD_DIR = REPO / "board"
@@ -36,6 +39,22 @@ def cache_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "coalmine" / "dl"
+
+
+def list_file(path: Path) -> list[str]:
+    """Entries of a list file, in order: one per line, ``#`` comments and blank lines skipped."""
+    return [w for line in path.read_text().splitlines() if (w := line.split("#", 1)[0].strip())]
+
+
+def board_files(board: str, name: str) -> list[Path]:
+    """board/common/<name> then board/<board>/<name>, those that exist."""
+    return [p for p in (BOARD_DIR / "common" / name, BOARD_DIR / board / name) if p.is_file()]
+
+
+def board_config(board: str) -> dict[str, Any]:
+    """board/<board>/board.toml."""
+    with (BOARD_DIR / board / "board.toml").open("rb") as f:
+        return tomllib.load(f)
 
 
 def boards() -> list[str]:
@@ -166,13 +185,8 @@ def host_mirror() -> str:
 
 def fail(exc: Exception) -> None:
     """Entry-point error printer: message, hint, exit code.  Unexpected errors keep their trace."""
-    from firmware.errors import CoalmineError
-
     if isinstance(exc, CoalmineError):
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        sys.exit(report(exc))
     if isinstance(exc, OSError):  # full disk, missing file, permission: the OS says it best
         where = f": {exc.filename}" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)

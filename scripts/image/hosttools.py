@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from firmware.errors import EnvironmentFault, ToolError
-from scripts.image.common import REPO
+from scripts.image.common import REPO, list_file
 
 # tool -> Debian package that ships it
 TOOLS = {
@@ -32,8 +32,7 @@ def which(tool: str) -> str | None:
 
 
 def apt_list() -> list[str]:
-    text = (REPO / "scripts/deps/apt-image.txt").read_text()
-    return [w for line in text.splitlines() if (w := line.split("#", 1)[0].strip())]
+    return list_file(REPO / "scripts/deps/apt-image.txt")
 
 
 def check_host() -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware.errors import ConfigError
-from scripts.image.common import BOARD_DIR, run, run_bytes, stage
+from scripts.image.common import BOARD_DIR, board_files, list_file, run, run_bytes, stage
 from scripts.image.lock import Pin
 
 
@@ -73,14 +73,8 @@ def find_kernel(trees: dict[str, Path]) -> Kernel:
 
 def module_list(board: str, name: str) -> list[str]:
     """Module names from board/common/<name> then board/<board>/<name>, in order, deduplicated."""
-    out: list[str] = []
-    for path in (BOARD_DIR / "common" / name, BOARD_DIR / board / name):
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                word = line.split("#", 1)[0].strip().replace("-", "_")
-                if word and word not in out:
-                    out.append(word)
-    return out
+    words = (w.replace("-", "_") for path in board_files(board, name) for w in list_file(path))
+    return list(dict.fromkeys(words))
 
 
 def resolve(kernel: Kernel, names: list[str]) -> list[str]:

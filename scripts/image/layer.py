@@ -8,12 +8,10 @@ appear: a root shell on the serial console, never in the default image.
 
 from __future__ import annotations
 
-import os
-import tomllib
 from pathlib import Path
 
 from scripts.image import kernel, rootfs
-from scripts.image.common import BOARD_DIR, REPO, stage
+from scripts.image.common import REPO, board_config, stage
 
 ENABLE = ["systemd-networkd.service", "systemd-resolved.service", "coalmine-provision.service",
           "coalmine-agent.service", "coalmine-ssh.service"]
@@ -30,7 +28,8 @@ ExecStart=-/usr/sbin/agetty --noclear -n -l /bin/bash --keep-baud 115200 %I $TER
 """
 
 
-def apply(root: Path, *, board: str, debug: bool, k: kernel.Kernel, build_info: str) -> None:
+def apply(root: Path, *, board: str, debug: bool, k: kernel.Kernel, sde: int,
+          build_info: str) -> None:
     stage("rootfs: overlay, device runtime, users, units")
     rootfs.add_overlay(root, REPO / "overlay")
     rootfs.add_runtime(root)
@@ -38,7 +37,7 @@ def apply(root: Path, *, board: str, debug: bool, k: kernel.Kernel, build_info: 
     rootfs.chroot(root, "systemd-sysusers", "/usr/lib/sysusers.d/coalmine.conf")
     rootfs.chroot(root, "systemctl", "enable", *ENABLE)
     masks = list(MASK)
-    console = board_console(board)
+    console = str(board_config(board).get("serial_console", "ttyAMA0"))
     if debug:
         masks = [m for m in masks if m not in ("serial-getty@.service",)]
         drop = root / f"etc/systemd/system/serial-getty@{console}.service.d"
@@ -55,17 +54,12 @@ def apply(root: Path, *, board: str, debug: bool, k: kernel.Kernel, build_info: 
     stage(f"rootfs: {n} kernel modules for {board}")
     rootfs.strip(root)
     rootfs.identity(root)
-    _clamp_shadow(root)
+    _clamp_shadow(root, sde)
 
 
-def board_console(board: str) -> str:
-    with (BOARD_DIR / board / "board.toml").open("rb") as f:
-        return str(tomllib.load(f).get("serial_console", "ttyAMA0"))
-
-
-def _clamp_shadow(root: Path) -> None:
+def _clamp_shadow(root: Path, sde: int) -> None:
     """/etc/shadow's "last changed" day: pin it (tools fill in the build day otherwise)."""
-    sde_day = str(int(os.environ.get("SOURCE_DATE_EPOCH", "0")) // 86400)
+    sde_day = str(sde // 86400)
     for name in ("etc/shadow", "etc/gshadow"):
         path = root / name
         if not path.is_file():

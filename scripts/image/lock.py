@@ -32,9 +32,11 @@ from scripts.image.common import (
     COMPONENTS,
     LOCK_FILE,
     SUITE,
+    board_files,
     cache_dir,
     fail,
     host_mirror,
+    list_file,
     run,
     sha256_file,
     stage,
@@ -123,25 +125,12 @@ def lock_epoch(path: Path | None = None) -> int:
 
 def package_list(name: str) -> list[str]:
     """Union of board/*/<name> lists (comments and blank lines ignored), sorted."""
-    names: set[str] = set()
-    for path in sorted(BOARD_DIR.glob(f"*/{name}")):
-        for line in path.read_text().splitlines():
-            word = line.split("#", 1)[0].strip()
-            if word:
-                names.add(word)
-    return sorted(names)
+    return sorted({w for path in BOARD_DIR.glob(f"*/{name}") for w in list_file(path)})
 
 
 def package_list_for(board: str, name: str) -> list[str]:
     """board/common/<name> plus board/<board>/<name> (what one board's build uses)."""
-    names: set[str] = set()
-    for path in (BOARD_DIR / "common" / name, BOARD_DIR / board / name):
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                word = line.split("#", 1)[0].strip()
-                if word:
-                    names.add(word)
-    return sorted(names)
+    return sorted({w for path in board_files(board, name) for w in list_file(path)})
 
 
 class AptIndex:
@@ -245,15 +234,10 @@ def _pin(role: str, f: dict[str, str]) -> Pin:
                f["SHA256"], f["Filename"])
 
 
-def fetch(pins: list[Pin] | None = None, dest: Path | None = None,
-          index: Mapping[tuple[str, str], Mapping[str, str]] | None = None) -> Path:
-    """Make sure every locked .deb is in the cache, verified; return the cache directory.
-
-    ``index`` (name, version) -> Packages stanza is read from the archive when not given
-    (tests pass a fake one).
-    """
+def fetch(pins: list[Pin] | None = None) -> Path:
+    """Make sure every locked .deb is in the cache, verified; return the cache directory."""
     pins = pins if pins is not None else read_lock()
-    dest = dest or cache_dir()
+    dest = cache_dir()
     dest.mkdir(parents=True, exist_ok=True)
     missing = [p for p in pins if not _cached_ok(dest / p.deb, p)]
     if not missing:
@@ -264,10 +248,8 @@ def fetch(pins: list[Pin] | None = None, dest: Path | None = None,
           f"the archive")
     with tempfile.TemporaryDirectory(prefix="coalmine-apt-") as tmp:
         apt = AptIndex(Path(tmp), mirror)
-        if index is None:
-            apt.update()
-            index = apt.stanzas()
-        check_served(missing, index)
+        apt.update()
+        check_served(missing, apt.stanzas())
         stage(f"packages: downloading {len(missing)} packages "
               f"({sum(p.size for p in missing) // 1_000_000} MB) into {dest}")
         apt.download(missing, Path(tmp) / "download")
@@ -323,7 +305,6 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "fetch":
             fetch()
         else:
-            read_lock()
             print(f"{lock_path()}: {len(read_lock())} packages")
     except Exception as exc:
         fail(exc)

@@ -21,6 +21,7 @@ from scripts.image import disk
 from scripts.image.common import REPO, fail, run, stage
 
 BOARD = "qemu-arm64"
+QEMU = "qemu-system-aarch64"
 
 
 def image_dir(debug: bool = False) -> Path:
@@ -49,7 +50,7 @@ def command(src_dir: Path, disk_img: Path, *, ssh_port: int | None = None,
     if ssh_port is not None:
         net += f",hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
     return [
-        "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", str(smp),
+        QEMU, "-M", "virt", "-cpu", "cortex-a72", "-smp", str(smp),
         "-m", "1024", "-display", "none", "-no-reboot", "-serial", serial,
         "-kernel", str(boot / "vmlinuz"), "-initrd", str(boot / "initrd.img"),
         "-append", (boot / "cmdline.txt").read_text().strip(),
@@ -70,12 +71,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="host port forwarded to the honeypot's port 22 (default 2222)")
     args = parser.parse_args(argv)
     try:
+        if shutil.which(QEMU) is None:
+            raise ConfigError("qemu-system-aarch64 is not installed",
+                              hint="run as root: make image-deps")
         src = image_dir(args.debug)
         copy = working_copy(src, src / "qemu-run.img", args.provision)
         argv_q = command(src, copy, ssh_port=args.ssh_port)
-        if shutil.which(argv_q[0]) is None:
-            raise ConfigError("qemu-system-aarch64 is not installed",
-                              hint="run as root: make image-deps")
         stage(f"qemu: booting {copy} (SSH honeypot on 127.0.0.1:{args.ssh_port}; "
               "Ctrl-a x quits)")
         os.execvp(argv_q[0], argv_q)  # noqa: S606 - argv list, no shell

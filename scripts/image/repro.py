@@ -29,6 +29,12 @@ def sums(path: Path) -> dict[str, str]:
     return out
 
 
+def differing(first: Path, second: Path) -> list[str]:
+    """Names whose SHA-256 differs, or that only one side lists, between two SHA256SUMS."""
+    a, b = sums(first), sums(second)
+    return sorted(n for n in a.keys() | b.keys() if a.get(n) != b.get(n))
+
+
 def compare(board: str, base: Path) -> list[str]:
     """Two builds into base/1 and base/2; returns the differing output names."""
     shutil.rmtree(base, ignore_errors=True)
@@ -38,8 +44,7 @@ def compare(board: str, base: Path) -> list[str]:
         out, work = base / str(n), base / f"work-{n}"
         build.build(board, debug=False, out_dir=out, work=work, stage_cache=cached)
         runs.append((out, work))
-    first, second = sums(runs[0][0] / "SHA256SUMS"), sums(runs[1][0] / "SHA256SUMS")
-    differ = sorted(n for n in first.keys() | second.keys() if first.get(n) != second.get(n))
+    differ = differing(runs[0][0] / "SHA256SUMS", runs[1][0] / "SHA256SUMS")
     if not differ:
         return []
     # Diagnosis only: rootfs-base.tar still names its stage directory in apt's sources.list,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +61,10 @@ def tree_digest(root: Path, pattern: str = "*.py") -> str:
     return h.hexdigest()
 
 
-def write_sbom(path: Path, *, board: str, version: str, sde: int, image: Path,
+def write_sbom(path: Path, *, board: str, version: str, sde: int, image: Path, image_sha256: str,
                pins: list[Pin], own: list[dict[str, Any]]) -> None:
-    image_pkg = own_component(f"coalmine-{board}-image", version, sha256_file(image),
+    """SPDX 2.3 JSON; ``image_sha256`` is passed in (the image is large: hash it once)."""
+    image_pkg = own_component(f"coalmine-{board}-image", version, image_sha256,
                               f"the SD-card image {image.name}")
     packages = [image_pkg, *own, *(debian_package(p) for p in
                                    sorted(pins, key=lambda p: (p.role, p.name)))]
@@ -72,7 +74,7 @@ def write_sbom(path: Path, *, board: str, version: str, sde: int, image: Path,
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
         "name": f"coalmine-{board}-{version}",
-        "documentNamespace": f"urn:coalmine:spdx:{board}:{sha256_file(image)}",
+        "documentNamespace": f"urn:coalmine:spdx:{board}:{image_sha256}",
         "creationInfo": {"created": created, "creators": ["Tool: coalmine scripts/image"]},
         "documentDescribes": [image_pkg["SPDXID"]],
         "packages": packages,
@@ -84,8 +86,10 @@ def write_sbom(path: Path, *, board: str, version: str, sde: int, image: Path,
     path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
-def write_sums(out_dir: Path, names: list[str]) -> Path:
-    """SHA256SUMS in the format ``sha256sum -c`` reads."""
+def write_sums(out_dir: Path, names: list[str], known: Mapping[str, str] | None = None) -> Path:
+    """SHA256SUMS in the format ``sha256sum -c`` reads; ``known`` digests are not recomputed."""
+    known = known or {}
     path = out_dir / "SHA256SUMS"
-    path.write_text("".join(f"{sha256_file(out_dir / n)}  {n}\n" for n in sorted(names)))
+    path.write_text("".join(f"{known.get(n) or sha256_file(out_dir / n)}  {n}\n"
+                            for n in sorted(names)))
     return path

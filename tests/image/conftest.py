@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from scripts.image.build import command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,10 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 def build(board: str, out: Path, *extra: str) -> Path:
     """Run the real entry point; on failure show the end of its log."""
     log = out.parent / f"build-{out.name}.log"
-    argv = [sys.executable, "-m", "scripts.image.build", "--board", board, "--out", str(out),
-            "--work", str(out.parent / f"work-{out.name}"), *extra]
     with log.open("wb") as f:
-        proc = subprocess.run(argv, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.run(command(board, out, *extra), cwd=REPO, stdout=f,
+                              stderr=subprocess.STDOUT, check=False)
     if proc.returncode:
         pytest.fail(f"image build failed ({proc.returncode}):\n"
                     + log.read_text(errors="replace")[-4000:])
