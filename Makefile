@@ -1,7 +1,9 @@
 # coalmine — thin front door.  Every target delegates to a script or a Python module;
 # `make help` lists them.  Image targets live in scripts/image.mk.
+# Python runs from the checkout's virtual environment .venv/, which the deps steps create
+# (scripts/install-deps.sh): Debian's own python3 is externally managed and has no pip.
 SHELL := /bin/bash
-PYTHON ?= python3
+PYTHON ?= $(CURDIR)/.venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
@@ -12,13 +14,13 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 
-deps: ## install what the demo and the tests need (apt-get as root, pip)
+deps: ## install what the demo and the tests need (apt-get as root, pip into .venv/)
 	bash scripts/install-deps.sh test
 
 test: deps ## run linters and the whole test suite
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
-lint: ## ruff, mypy and shellcheck only
+lint: deps ## ruff, mypy and shellcheck only
 	$(PYTHON) -m pytest -q tests/test_lint.py
 
 demo: deps ## console + unbound + device runtime on loopback, one real SSH login attempt
@@ -27,7 +29,7 @@ demo: deps ## console + unbound + device runtime on loopback, one real SSH login
 bench: deps ## print benchmark figures (console ingest, alert latency, payload per query)
 	$(PYTHON) -m bench
 
-console: ## run the companion console CLI: make console ARGS="--help"
+console: deps ## run the companion console CLI: make console ARGS="--help"
 	$(PYTHON) -m console $(ARGS)
 
 -include scripts/image.mk

@@ -1,6 +1,9 @@
 """``make bench``: run every benchmark under bench/ and print its figures.
 
-Benchmarks print numbers; they never pass or fail on timing.  ``BENCH=name`` runs one.
+Benchmarks print numbers; they never pass or fail on timing.  ``BENCH=name`` runs one.  Every
+figure is printed beside a reference measured in the same run (bench/_reference.py), because
+our machines differ by 2x from one run to the next: the ratio is the figure to track.  Modules
+whose name starts with ``_`` are helpers, not benchmarks.
 """
 
 from __future__ import annotations

@@ -11,24 +11,25 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from console import config
-from console.core import Console
+from console.core import Console, Limits
 from console.handler import Responder
-from console.server import Server, parse_listen
+from console.server import Server, bind_or_inherit
 from console.store import Store
-from firmware.cli import main_guard
-from firmware.errors import DecodeError, UsageError
-from firmware.protocol.event import masked
 from firmware.protocol.keys import PeerPublicKey
+from firmware.protocol.text import inert
+from firmware.shared.cli import main_guard, module_command
+from firmware.shared.errors import DecodeError, UsageError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python3 -m console",
+    p = argparse.ArgumentParser(prog=module_command("console"),
                                 description="coalmine companion console: the devices' DNS "
                                 "endpoint, device registry and event store")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -41,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     s = cmd("init", "create the state directory, the console key and console.toml")
     s.add_argument("--zone", required=True, help="DNS zone delegated to this console")
     s = cmd("serve", "serve the zone over UDP and TCP until SIGTERM/SIGINT")
-    s.add_argument("--listen", default="127.0.0.1:5353", help="HOST:PORT (default %(default)s)")
+    s.add_argument("--listen", default="127.0.0.1:5353",
+                   help="HOST:PORT, or systemd for socket activation (default %(default)s)")
     s.add_argument("--verbose", action="store_true", help="log every flush")
     s = cmd("enroll", "add a device to the registry by its public key")
     s.add_argument("--name", required=True, help="a name for the device (used as node_id)")
@@ -57,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    os.umask(0o077)  # the state holds keys and the passwords attackers typed: private files
     return main_guard(lambda: int(_COMMANDS[args.command](args) or 0))
 
 
@@ -68,26 +71,33 @@ def _init(args: argparse.Namespace) -> None:
     print("next:")
     print(f"  1. delegate {cfg.zone} to this host (NS record pointing at {cfg.soa_mname}),")
     print("  2. give each device the zone and the console public key above,")
-    print(f"  3. enroll each device: python3 -m console enroll --state {args.state} "
+    run = module_command("console")
+    print(f"  3. enroll each device: {run} enroll --state {args.state} "
           "--name NAME --public-key DEVICE_KEY")
-    print(f"  4. serve: python3 -m console serve --state {args.state} --listen 0.0.0.0:53")
+    print(f"  4. serve: {run} serve --state {args.state} --listen 0.0.0.0:53")
 
 
 def _serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config.load(args.state)
-    host, port = parse_listen(args.listen)
+    sockets = bind_or_inherit(args.listen)
     store = Store(cfg.db_path)
-    core = Console(cfg.zone, cfg.private_key, store)
+    core = Console(cfg.zone, cfg.private_key, store, Limits(health=cfg.health),
+                   state_dir=cfg.state)
+    if core.restored:
+        print(f"warning: the database's replay floors were behind the floors file for "
+              f"{len(core.restored)} devices (restored from a backup?); the floors file wins",
+              flush=True)
     responder = Responder(core, cfg.zone, cfg.soa_mname, cfg.soa_rname)
-    server = Server(responder, host, port, cfg.limits, core.flush)
+    server = Server(responder, sockets, cfg.limits, core.flush, commit=core.commit)
     server.install_signal_handlers()
     bound_host, bound_port = server.address
     print(f"serving zone {cfg.zone} on {bound_host}:{bound_port} (udp+tcp)", flush=True)
     try:
         server.serve_forever()
     finally:
+        core.close()
         store.close()
     print("stopped; state flushed", flush=True)
 
@@ -114,28 +124,29 @@ def _devices(args: argparse.Namespace) -> None:
         print("no devices enrolled")
     for d in rows:
         seen = _when(d.last_heartbeat) if d.last_heartbeat else "never"
-        print(f"{d.name}\tid={d.device_id.hex()}\tenrolled={_when(d.enrolled)}\t"
-              f"last_heartbeat={seen}\tuptime={d.uptime}\tqueue={d.queue_depth}\t"
+        status = d.status or ("never seen" if d.last_heartbeat is None else "ok")
+        print(f"{inert(d.name, 64)}\tid={d.device_id.hex()}\tstatus={status}\t"
+              f"last_heartbeat={seen}\tinterval={d.interval}\tuptime={d.uptime}\t"
+              f"queue={d.queue_depth}\toldest_age={d.oldest_age}\trejected={d.rejected}\t"
+              f"dropped={d.dropped}\tstore_failed={d.store_failed}\t"
               f"counter={d.highest_counter}")
 
 
 def _events(args: argparse.Namespace) -> None:
     store = Store(config.load(args.state).db_path)
     for row in store.events(args.limit):
-        record = _masked(json.loads(row.event_json), args.show_passwords)
+        try:
+            record = row.record(mask_secrets=not args.show_passwords)
+        except DecodeError as exc:  # one unreadable row never hides the others
+            print(f"{_when(row.received)} {row.device} event {row.id} cannot be shown: "
+                  f"{exc.message}", file=sys.stderr)
+            continue
         if args.json:
             print(json.dumps(record, sort_keys=True, ensure_ascii=True))
         else:
             data = " ".join(f"{k}={v!r}" for k, v in record.get("logdata", {}).items())
             print(f"{_when(row.received)} {row.device} logtype={row.logtype} "
                   f"src={record.get('src_host')!r}:{record.get('src_port')} {data}")
-
-
-def _masked(record: dict[str, Any], show: bool) -> dict[str, Any]:
-    logdata = record.get("logdata")
-    if not show and isinstance(logdata, dict):
-        record["logdata"] = masked(logdata)
-    return record
 
 
 def _stats(args: argparse.Namespace) -> None:

@@ -3,13 +3,22 @@
 No sockets here (pattern "pure core, thin I/O shell"): ``Console.handle`` takes the raw labels
 of a query name and its type and returns an ``Answer``; the server turns that into DNS wire
 bytes.  Everything the name carries came from the network, so every step can fail and every
-failure ends as a counted rejection and a NODATA answer, never an exception.
+failure ends as a counted rejection and a NODATA answer, never an exception.  Once a frame has
+authenticated, every failure to understand it is stored as a MESSAGE_UNDECODABLE event for the
+device and acknowledged, so a device's queue never sticks on a message the console cannot read.
 
 Resolvers send the same frame more than once: QNAME minimisation asks ``A`` for the full name
 before the ``TXT``, and retries or resolver pools repeat queries.  The frame is processed at its
-first sighting (any type) and its answer cached by (device id, counter), so every later query
-for it gets byte-identical TXT data and causes no second effect.  Rejections are counted only
-for TXT queries; minimisation's ``A`` probes for partial names would drown them otherwise.
+first sighting (any type) and its answer cached by (device id, session, counter), so every later
+query for it gets byte-identical TXT data and causes no second effect.  Rejections are counted
+only for TXT queries; minimisation's ``A`` probes for partial names would drown them otherwise.
+
+Events are kept in memory until ``commit`` writes the round's group in one durable
+transaction; answers that acknowledge them are marked ``durable`` and the server sends them only
+after the commit succeeded.  Authentic frames from a second counter stream under one key (an
+epoch seen with another session, or counters the console already holds) mean a cloned card or a
+restored data partition: the console raises DEVICE_CLONED and answers ``Stale`` with its floor,
+so the device jumps ahead; an old frame of a known session is a replay and gets nothing.
 """
 
 from __future__ import annotations
@@ -17,22 +26,28 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
 
-from console.store import DeviceRow, Progress, Store
-from firmware.errors import (
-    AuthenticationError,
-    CoalmineError,
-    DecodeError,
-    InputError,
-    StorageError,
-)
-from firmware.protocol.event import decode_message, to_opencanary
+from console import floors, health
+from console.store import DeviceRow, NewEvent, Progress, Store
+from firmware.protocol.catalogue import EventCode
+from firmware.protocol.event import Event, decode_message_text
 from firmware.protocol.fragment import Reassembler
-from firmware.protocol.frame import Header, open_body, parse_header, seal_reply
+from firmware.protocol.frame import (
+    HEADER_LEN,
+    KIND_DEVICE,
+    Header,
+    body_size,
+    open_body,
+    parse_header,
+    seal_reply_wire,
+)
 from firmware.protocol.keys import OwnPrivateKey, PeerPublicKey
 from firmware.protocol.messages import (
     Fragment,
@@ -40,18 +55,28 @@ from firmware.protocol.messages import (
     Heartbeat,
     HeartbeatAck,
     Reply,
+    Stale,
     decode_body,
     encode_reply,
 )
-from firmware.protocol.names import decode_labels
-from firmware.protocol.replay import ReplayWindow, Verdict
+from firmware.protocol.names import decode_labels, max_frame_bytes
+from firmware.protocol.replay import SEQ_BITS, ReplayWindow, Verdict
+from firmware.protocol.text import inert
+from firmware.shared.errors import (
+    AuthenticationError,
+    CoalmineError,
+    DecodeError,
+    StorageError,
+)
 
 log = logging.getLogger(__name__)
 TYPE_TXT = 16
 STAT_NAMES = (
     "queries", "accepted", "duplicate", "replayed", "auth_failed", "unknown_device",
-    "undecodable", "events_stored", "storage_failed",
+    "undecodable", "events_stored", "storage_failed", "stale", "bad_device_rows",
+    "floors_failed",
 )
+CachedKey = bytes  # the frame's device id, session and counter, as sent
 
 
 class Kind(enum.Enum):
@@ -59,17 +84,28 @@ class Kind(enum.Enum):
     NODATA = "nodata"  # NOERROR, no answer, SOA in authority
     REFUSED = "refused"  # not our zone
     APEX = "apex"  # the zone itself: SOA/NS as asked
+    SERVFAIL = "servfail"  # the console cannot answer now (storage failed): try again later
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
     kind: Kind
     txt: bytes = b""
+    durable: bool = False  # acknowledges something the next commit must make durable first
 
 
 NODATA = Answer(Kind.NODATA)
 REFUSED = Answer(Kind.REFUSED)
 APEX = Answer(Kind.APEX)
+SERVFAIL = Answer(Kind.SERVFAIL)
+
+
+@dataclass(slots=True)
+class Session:
+    """The agent session (random per start) seen in one epoch, and its highest counter."""
+
+    session: int
+    highest: int
 
 
 @dataclass(slots=True)
@@ -80,9 +116,11 @@ class Device:
     device_id: bytes
     key: bytes
     window: ReplayWindow
-    last_heartbeat: float | None = None
-    uptime: int | None = None
-    queue_depth: int | None = None
+    sessions: OrderedDict[int, Session] = field(default_factory=OrderedDict)  # by epoch
+    health: health.DeviceHealth = field(default_factory=health.DeviceHealth)
+    changed_epochs: set[int] = field(default_factory=set)
+    last_clone_report: float = 0.0
+    clashes: int = 0
     dirty: bool = False
 
 
@@ -91,34 +129,57 @@ class _Cached:
     frame: bytes
     txt: bytes | None  # None: the frame was authentic but earned no reply (NODATA)
     served_txt: bool
+    durable: bool = False
 
 
 @dataclass
 class Limits:
     answer_cache: int = 65536
     replay_window: int = 4096
+    sessions_kept: int = 1024
+    clone_report_every: float = 600.0
+    health: health.HealthLimits = field(default_factory=health.HealthLimits)
 
 
 @dataclass
 class Console:
     """Device registry, replay windows, answer cache and statistics around one ``Store``."""
 
+    EMITS: ClassVar[frozenset[EventCode]] = frozenset({EventCode.MESSAGE_UNDECODABLE,
+                                                       EventCode.DEVICE_CLONED})
+
     zone: str
     private_key: OwnPrivateKey
     store: Store
     limits: Limits = field(default_factory=Limits)
     clock: Callable[[], float] = time.time
+    state_dir: Path | None = None  # where the floors file lives (None: no floors file)
 
     def __post_init__(self) -> None:
         self._zone = [label.encode("ascii").lower() for label in self.zone.strip(".").split(".")]
+        self._zone_wire = b".".join(self._zone)
+        self._frame_size = max_frame_bytes(self.zone)
+        self._body_size = body_size(self.zone)
         self._devices: dict[bytes, Device] = {}
         self._last_rowid = 0
-        self._cache: OrderedDict[tuple[bytes, int], _Cached] = OrderedDict()
+        self._cache: OrderedDict[CachedKey, _Cached] = OrderedDict()
         self._reassembler = Reassembler()
+        self._pending: list[NewEvent] = []
+        self._pending_msgs: set[tuple[bytes, int]] = set()
+        self._stored: OrderedDict[tuple[bytes, int], None] = OrderedDict.fromkeys(
+            self.store.recent_messages(self.limits.answer_cache))  # recently stored messages
+        self._pending_cache: list[CachedKey] = []
         loaded = self.store.stats()
         self.stats = {name: loaded.get(name, 0) for name in STAT_NAMES}
         self._saved_stats = loaded  # what the store holds: flush writes only when this differs
+        self._floors = floors.read(self._floors_path) if self._floors_path else {}
+        self._floors_writer = floors.Writer(self._floors_path) if self._floors_path else None
+        self.restored: list[str] = []  # devices whose database floor was below the floors file
         self.refresh_registry()
+
+    @property
+    def _floors_path(self) -> Path | None:
+        return self.state_dir / floors.FILE if self.state_dir else None
 
     # --- registry and persistence -------------------------------------------------------------
 
@@ -126,31 +187,108 @@ class Console:
         """Pick up devices enrolled since the last call (the CLI enrolls while we serve)."""
         for row in self.store.devices(after_rowid=self._last_rowid):
             self._last_rowid = row.rowid
-            self._add_device(row)
+            try:
+                self._add_device(row)
+            except CoalmineError as exc:  # one bad row never stops the others
+                self.stats["bad_device_rows"] += 1
+                log.error("device %r skipped: %s", inert(row.name, 64), exc.message)
 
     def _add_device(self, row: DeviceRow) -> None:
         peer = PeerPublicKey.from_text(row.public_key)
-        self._devices[row.device_id] = Device(
-            row.name, row.device_id, self.private_key.shared_key(peer),
-            ReplayWindow(floor=row.highest_counter, size=self.limits.replay_window),
-        )
+        floor = row.highest_counter
+        kept, session = self._floors.get(row.device_id, (-1, 0))
+        if kept > floor:
+            self.restored.append(row.name)
+            log.warning("device %r: the database's replay floor %d is below the floors file's "
+                        "%d (a restored database?); keeping %d", row.name, floor, kept, kept)
+            floor = kept
+        device = Device(row.name, row.device_id, self.private_key.shared_key(peer),
+                        ReplayWindow(floor=floor, size=self.limits.replay_window))
+        device.sessions.update((e, Session(s, h)) for e, s, h in self.store.sessions(row.device_id))
+        newest = floor >> SEQ_BITS
+        if floor >= 0 and newest not in device.sessions and kept >= floor:  # the db lost it
+            device.sessions[newest] = Session(session, floor)
+        if newest in device.sessions:  # its highest was saved when the epoch began: the floor
+            device.sessions[newest].highest = max(device.sessions[newest].highest, floor)
+        device.health.restore(row.status, row.last_heartbeat, row.interval, {
+            "rejected": row.rejected or 0, "dropped": row.dropped or 0,
+            "store_failed": row.store_failed or 0})
+        self._devices[row.device_id] = device
 
     def flush(self) -> None:
-        """Persist highest counters, heartbeat info and statistics (call about once a second).
+        """Persist counters, health, sessions and statistics; raise offline events (each second).
 
         An idle console writes nothing: no transaction when no device and no counter changed.
         """
+        now = self.clock()
+        if self._floors_writer is not None:
+            self.stats["floors_failed"] = self._floors_writer.failures
+        for device in self._devices.values():
+            for code, data in health.on_tick(device.health, now, self.limits.health):
+                self._raise(device, code, data, now)
+        self.commit()
         dirty = [d for d in self._devices.values() if d.dirty]
         if dirty or self.stats != self._saved_stats:
-            progress = [
-                Progress(d.device_id, d.window.highest, d.last_heartbeat, d.uptime, d.queue_depth)
-                for d in dirty
-            ]
-            self.store.save_progress(progress, self.stats)
+            self.store.save_progress([self._progress(d) for d in dirty], self.stats, [
+                (d.device_id, e, d.sessions[e].session, d.sessions[e].highest)
+                for d in dirty for e in sorted(d.changed_epochs) if e in d.sessions])
             self._saved_stats = dict(self.stats)
+            if dirty and self._floors_writer is not None:
+                self._floors.update({d.device_id: self._floor(d) for d in dirty})
+                self._floors_writer.submit(self._floors)
         for device in dirty:
             device.dirty = False
+            device.changed_epochs.clear()
         self.refresh_registry()
+
+    def close(self) -> None:
+        """Flush everything and wait for the floors file to be written (the end of serving)."""
+        self.flush()
+        if self._floors_writer is not None:
+            self._floors_writer.close()
+
+    @staticmethod
+    def _floor(d: Device) -> floors.Floor:
+        newest = d.sessions.get(d.window.highest >> SEQ_BITS)
+        return d.window.highest, newest.session if newest else 0
+
+    @staticmethod
+    def _progress(d: Device) -> Progress:
+        h, beat = d.health, d.health.beat
+        if beat is None:
+            return Progress(d.device_id, d.window.highest, h.status)
+        return Progress(d.device_id, d.window.highest, h.status, h.last_heartbeat, beat.uptime,
+                        beat.interval, beat.queue_depth, beat.oldest_age, beat.dropped,
+                        beat.rejected, beat.store_failed, beat.flags)
+
+    def commit(self) -> bool:
+        """Make every event handled since the last call durable; False if that failed.
+
+        On failure the answers that acknowledged them leave the cache (the server replaces
+        them with SERVFAIL), so the device retransmits and nothing is lost.
+        """
+        if not self._pending:
+            return True
+        pending, self._pending = self._pending, []
+        keys, self._pending_cache = self._pending_cache, []
+        msgs, self._pending_msgs = self._pending_msgs, set()
+        try:
+            stored = self.store.add_events(pending)
+        except StorageError as exc:
+            self.stats["storage_failed"] += 1
+            log.error("%s (%s)", exc.message, exc.hint)
+            for key in keys:
+                self._cache.pop(key, None)
+            return False
+        self.stats["events_stored"] += stored
+        self._stored.update(dict.fromkeys(msgs))
+        while len(self._stored) > self.limits.answer_cache:
+            self._stored.popitem(last=False)
+        for key in keys:
+            cached = self._cache.get(key)
+            if cached is not None:
+                cached.durable = False
+        return True
 
     # --- the hot path -------------------------------------------------------------------------
 
@@ -162,35 +300,37 @@ class Console:
         except StorageError as exc:  # the device retransmits under a new counter later
             self.stats["storage_failed"] += 1
             log.error("%s (%s)", exc.message, exc.hint)
-            return NODATA
+            return SERVFAIL
         except CoalmineError:
             self._reject("undecodable", qtype)
             return NODATA
 
     def _handle(self, labels: Sequence[bytes], qtype: int) -> Answer:
         n, z = len(labels), len(self._zone)
-        if n < z or [label.lower() for label in labels[n - z :]] != self._zone:
+        if n < z or b".".join(labels[n - z :]).lower() != self._zone_wire:
             return REFUSED
         if n == z:
             return APEX
         try:
-            frame = decode_labels([label.decode("latin-1") for label in labels[: n - z]])
+            frame = decode_labels(labels[: n - z])
+            if len(frame) != self._frame_size:
+                raise DecodeError(f"frame of {len(frame)} bytes, not {self._frame_size}")
             header = parse_header(frame)
         except DecodeError:
+            return self._reject("undecodable", qtype)
+        if header.kind != KIND_DEVICE:  # registration comes with pairing
             return self._reject("undecodable", qtype)
         device = self._devices.get(header.device_id)
         if device is None:
             return self._reject("unknown_device", qtype)
-        key = (header.device_id, header.counter)
+        key = frame[1:HEADER_LEN]
         cached = self._cache.get(key)
         if cached is not None:
             return self._from_cache(cached, key, frame, qtype)
         return self._fresh(device, header, frame, qtype)
 
-    def _from_cache(
-        self, cached: _Cached, key: tuple[bytes, int], frame: bytes, qtype: int
-    ) -> Answer:
-        if cached.frame != frame:  # same device and counter, different bytes: forged
+    def _from_cache(self, cached: _Cached, key: CachedKey, frame: bytes, qtype: int) -> Answer:
+        if cached.frame != frame:  # same device, session and counter, other bytes: forged
             return self._reject("auth_failed", qtype)
         self._cache.move_to_end(key)
         if qtype != TYPE_TXT:
@@ -198,32 +338,78 @@ class Console:
         if cached.served_txt:
             self.stats["duplicate"] += 1
         cached.served_txt = True
-        return NODATA if cached.txt is None else Answer(Kind.TXT, cached.txt)
+        return NODATA if cached.txt is None else Answer(Kind.TXT, cached.txt, cached.durable)
 
     def _fresh(self, device: Device, header: Header, frame: bytes, qtype: int) -> Answer:
         verdict = device.window.check(header.counter)
-        if verdict is Verdict.TOO_OLD:
-            return self._reject("replayed", qtype)
-        if verdict is Verdict.DUPLICATE:  # seen, but its answer left the cache
-            return self._reject("duplicate", qtype)
         try:
             body = open_body(device.key, header, frame)
         except AuthenticationError:
             return self._reject("auth_failed", qtype)
-        device.window.accept(header.counter)
-        device.dirty = True
-        self.stats["accepted"] += 1
-        reply = self._process(device, body)
-        txt = None if reply is None else seal_reply(device.key, header, encode_reply(reply))
-        self._remember((header.device_id, header.counter), _Cached(frame, txt, qtype == TYPE_TXT))
+        now = self.clock()
+        epoch = header.counter >> SEQ_BITS
+        known = device.sessions.get(epoch)
+        mine = known is not None and known.session == header.session
+        reply: Reply | None
+        if verdict is Verdict.NEW:
+            if known is not None and not mine:  # a second stream inside this epoch
+                self._stream_clash(device, header, now)
+            else:
+                self._session_seen(device, epoch, header)
+            device.window.accept(header.counter)
+            device.dirty = True
+            self.stats["accepted"] += 1
+            reply = self._process(device, body, now)
+        elif mine and known is not None and header.counter <= known.highest:
+            # a frame this session sent before: a replay (or a resolver's late duplicate)
+            return self._reject("replayed" if verdict is Verdict.TOO_OLD else "duplicate", qtype)
+        else:  # authentic and new, but under counters we already hold: restored or cloned
+            self._stream_clash(device, header, now)
+            self.stats["stale"] += 1
+            reply = Stale(device.window.highest)
+        txt = None if reply is None else seal_reply_wire(device.key, frame, encode_reply(reply))
+        key = frame[1:HEADER_LEN]
+        durable = bool(self._pending) and isinstance(reply, FragmentAck) and reply.complete
+        self._remember(key, _Cached(frame, txt, qtype == TYPE_TXT, durable))
+        if durable:
+            self._pending_cache.append(key)
         if qtype != TYPE_TXT or txt is None:
             return NODATA
-        return Answer(Kind.TXT, txt)
+        return Answer(Kind.TXT, txt, durable)
 
-    def _remember(self, key: tuple[bytes, int], entry: _Cached) -> None:
+    def _remember(self, key: CachedKey, entry: _Cached) -> None:
         self._cache[key] = entry
         if len(self._cache) > self.limits.answer_cache:
             self._cache.popitem(last=False)
+
+    def _session_seen(self, device: Device, epoch: int, header: Header) -> None:
+        """Record the session of ``epoch`` and the highest counter it used.
+
+        Rows are written only when an epoch begins (once per agent start): the epoch before it
+        is final then, and the newest epoch's highest counter is the device's floor anyway.
+        """
+        known = device.sessions.get(epoch)
+        if known is not None:
+            known.highest = max(known.highest, header.counter)
+            return
+        previous = next(reversed(device.sessions), None)
+        device.sessions[epoch] = Session(header.session, header.counter)
+        device.changed_epochs.add(epoch)
+        if previous is not None:
+            device.changed_epochs.add(previous)
+        while len(device.sessions) > self.limits.sessions_kept:
+            device.sessions.popitem(last=False)
+
+    def _stream_clash(self, device: Device, header: Header, now: float) -> None:
+        """A second counter stream under this key: report it (at most every few minutes)."""
+        device.clashes += 1
+        if now - device.last_clone_report < self.limits.clone_report_every:
+            return
+        device.last_clone_report = now
+        self._raise(device, EventCode.DEVICE_CLONED, {
+            "EPOCH": header.counter >> SEQ_BITS, "SESSION": f"{header.session:08x}",
+            "HIGHEST": device.window.highest, "CLASHES": device.clashes}, now)
+        device.clashes = 0
 
     def _reject(self, reason: str, qtype: int) -> Answer:
         if qtype == TYPE_TXT:
@@ -232,43 +418,62 @@ class Console:
 
     # --- what an authentic body means ---------------------------------------------------------
 
-    def _process(self, device: Device, body: bytes) -> Reply | None:
+    def _process(self, device: Device, body: bytes, now: float) -> Reply | None:
         try:
             message = decode_body(body)
-        except DecodeError:
-            self.stats["undecodable"] += 1
+        except DecodeError as exc:  # authentic, unreadable, and no way to acknowledge it
+            self._undecodable(device, f"body: {exc.message}", now)
             return None
-        now = self.clock()
         if isinstance(message, Heartbeat):
-            device.last_heartbeat, device.uptime = now, message.uptime
-            device.queue_depth = message.queue_depth
+            for code, data in health.on_heartbeat(device.health, message, now,
+                                                  self.limits.health):
+                self._raise(device, code, data, now)
             return HeartbeatAck(flags=0, console_time=int(now))
         return self._fragment(device, message, now)
 
-    def _fragment(self, device: Device, frag: Fragment, now: float) -> Reply | None:
-        everything = frozenset(range(frag.count))
-        if self.store.has_message(device.device_id, frag.msg_id):
-            return FragmentAck(frag.msg_id, True, everything, frag.count)
+    def _fragment(self, device: Device, frag: Fragment, now: float) -> Reply:
+        key = (device.device_id, frag.msg_id)
+        if key in self._pending_msgs or key in self._stored:
+            return _complete(frag)
+        # No database lookup for older messages (a retransmission after a lost acknowledgement,
+        # beyond the recent ones): it is reassembled again and the commit's INSERT OR IGNORE
+        # keeps one copy.  Saves a query per event; costs one round of fragments when it happens.
         try:
             whole, received = self._reassembler.add(device.device_id, frag, now)
-        except InputError:
-            self.stats["undecodable"] += 1
-            return None
-        if whole is None:
-            return FragmentAck(frag.msg_id, False, received, frag.count)
-        self._store_event(device, frag.msg_id, whole, now)
-        return FragmentAck(frag.msg_id, True, received, frag.count)
+            if whole is None:
+                return FragmentAck(frag.msg_id, False, received, frag.count)
+            event, text = decode_message_text(whole)
+        except CoalmineError as exc:  # authentic but unreadable: record it, let the device go on
+            self._undecodable(device, exc.message, now, frag.msg_id)
+            return _complete(frag)
+        self._pending.append(NewEvent(device.device_id, frag.msg_id, int(event.code), text, now))
+        self._pending_msgs.add(key)
+        return _complete(frag)
 
-    def _store_event(self, device: Device, msg_id: int, message: bytes, now: float) -> None:
-        try:
-            event = decode_message(message)
-        except DecodeError:  # authentic but unreadable: acknowledge so the device drops it
-            self.stats["undecodable"] += 1
-            return
-        record = to_opencanary(event, device.name, mask_secrets=False)
-        text = json.dumps(record, sort_keys=True, ensure_ascii=False)
-        if self.store.add_event(
-            device.device_id, msg_id, logtype=int(event.code), event_json=text, received=now,
-            highest_counter=device.window.highest,
-        ):
-            self.stats["events_stored"] += 1
+    def _undecodable(self, device: Device, reason: str, now: float,
+                     msg_id: int | None = None) -> None:
+        self.stats["undecodable"] += 1
+        self._raise(device, EventCode.MESSAGE_UNDECODABLE, {"REASON": reason}, now, msg_id)
+
+    def _raise(self, device: Device, code: EventCode, data: dict[str, str | int], now: float,
+               msg_id: int | None = None) -> None:
+        """An event of the console's own about ``device`` (stored with the next commit)."""
+        log.warning("%s: %s %s", inert(device.name, 64), code.name, data)
+        device.dirty = True  # its status changed with it
+        event = Event(code, now, data={k: inert(v) if isinstance(v, str) else v
+                                       for k, v in data.items()})
+        # console events take negative ids: they never meet a device's (non-negative) ids
+        self._store(device, -1 - secrets.randbits(62) if msg_id is None else msg_id, event, now)
+
+    def _store(self, device: Device, msg_id: int, event: Event, now: float) -> None:
+        compact = json.dumps(event.to_compact(), separators=(",", ":"), ensure_ascii=False)
+        self._pending.append(NewEvent(device.device_id, msg_id, int(event.code), compact, now))
+        self._pending_msgs.add((device.device_id, msg_id))
+
+
+def _complete(frag: Fragment) -> FragmentAck:
+    """The acknowledgement that the whole message of ``frag`` is held."""
+    return FragmentAck(frag.msg_id, True, _ALL[frag.count], frag.count)
+
+
+_ALL = [frozenset(range(n)) for n in range(256)]  # every index of a message of n fragments

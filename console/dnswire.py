@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from firmware.errors import DecodeError
+from firmware.shared.errors import DecodeError
 
 HEADER_LEN = 12
 MAX_NAME_WIRE = 255
@@ -27,6 +27,11 @@ MAX_LABEL = 63
 UDP_PLAIN = 512
 UDP_EDNS_MAX = 1232  # the common EDNS0 buffer (DNS flag day 2020): avoids IP fragmentation
 TCP_MAX = 65535
+# The largest query the console accepts, over UDP and TCP alike: header 12 + name 255 + type and
+# class 4 + an OPT record (11 bytes) is 282; the other 230 bytes leave room for the options
+# resolvers put in queries (a cookie 4+8+32, client subnet 4+4+16, NSID 4, padding to a 128-byte
+# block).  Anything longer cannot be a query we answer and is dropped unread.
+MAX_QUERY = 512
 
 TYPE_A = 1
 TYPE_NS = 2
@@ -115,26 +120,29 @@ def parse_query(data: bytes) -> Query:
 
 
 def _read_labels(data: bytes, pos: int) -> tuple[list[bytes], int]:
-    """Uncompressed labels of the question name (a query's first name cannot point back)."""
+    """Uncompressed labels of the question name (a query's first name cannot point back).
+
+    Stops at the first label that would take the name past 255 bytes (its root byte counted),
+    so a hostile name costs at most 255 bytes of reading, whatever the message length.
+    """
     labels: list[bytes] = []
     end_of_data = len(data)
+    last = pos + MAX_NAME_WIRE - 1  # the root byte of a 255-byte name sits here
     while True:
         if pos >= end_of_data:
             raise DecodeError("truncated name", offset=pos)
         length = data[pos]
         if length == 0:
-            pos += 1
-            break
+            return labels, pos + 1
         if length > MAX_LABEL:
             raise DecodeError("compressed or extended label in the question", offset=pos)
         end = pos + 1 + length
+        if end > last:
+            raise DecodeError("name longer than 255 bytes", offset=pos)
         if end > end_of_data:
             raise DecodeError("truncated label", offset=pos)
         labels.append(data[pos + 1 : end])
         pos = end
-    if pos - HEADER_LEN > MAX_NAME_WIRE:
-        raise DecodeError("name longer than 255 bytes", offset=pos)
-    return labels, pos
 
 
 def _skip_name(data: bytes, pos: int) -> int:
@@ -218,6 +226,9 @@ def opt_record(size: int = UDP_EDNS_MAX, ext_rcode: int = 0) -> bytes:
     return b"\x00" + _RR_FIXED.pack(TYPE_OPT, size, (ext_rcode & 0xFF) << 24, 0)
 
 
+_OPT_NOERROR = opt_record()
+
+
 def udp_limit(query: Query) -> int:
     """Largest UDP response the client accepts (and we are willing to send)."""
     if query.edns_size is None:
@@ -236,7 +247,7 @@ def build_response(
     flags = FLAG_QR | FLAG_AA | (query.flags & (OPCODE_MASK | FLAG_RD | FLAG_CD)) | (rcode & 0xF)
     extra = b""
     if query.edns_size is not None:
-        extra = opt_record(ext_rcode=rcode >> 4)
+        extra = _OPT_NOERROR if rcode == RCODE_NOERROR else opt_record(ext_rcode=rcode >> 4)
     body = b"".join(answers) + b"".join(authority)
     size = HEADER_LEN + len(query.question) + len(body) + len(extra)
     if size > limit:

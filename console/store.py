@@ -1,22 +1,30 @@
-"""The console's persistent state in SQLite: device registry, events, counters and statistics.
+"""The console's persistent state in SQLite: device registry, events, sessions and statistics.
 
-SQLite (WAL) because a console is one process on one machine and needs transactions, not a
-server: an event and its device's highest counter are written in one transaction, and counters
-of ordinary beacons are persisted in batches (``save_progress``, about once a second) so the hot
-path never waits for a disk sync.  Every sqlite3 failure becomes a ``StorageError`` with a hint
-(full disk, read-only file, corrupt database), so the CLI can say what to do.
+Events are kept in their validated compact form (what the device sent, after every check)
+and rendered as OpenCanary JSON when shown, which keeps the console's hot path short.
+SQLite (WAL, ``synchronous=FULL``) because a console is one process on one machine and needs
+transactions, not a server.  Events are written in groups (``add_events``, one transaction per
+round of queries) and only acknowledged to devices after that commit: a power cut of the console
+host never loses an event a device was told is safe.  Counters and heartbeat health of ordinary
+beacons are persisted in batches (``save_progress``, about once a second).  Every sqlite3 failure
+becomes a ``StorageError`` with a hint (full disk, read-only file, corrupt database) through
+:mod:`firmware.shared.sqlite`, so the CLI can say what to do.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import sqlite3
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
-from firmware.errors import StorageError, UsageError
+from firmware.protocol.event import from_compact, to_opencanary
+from firmware.shared.errors import DecodeError, StorageError, UsageError
+from firmware.shared.sqlite import Database, hint_for
 
+FORMAT = 2  # PRAGMA user_version of console.db
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
     device_id BLOB PRIMARY KEY,
@@ -25,7 +33,14 @@ CREATE TABLE IF NOT EXISTS devices (
     enrolled REAL NOT NULL,
     last_heartbeat REAL,
     uptime INTEGER,
+    interval INTEGER,
     queue_depth INTEGER,
+    oldest_age INTEGER,
+    dropped INTEGER,
+    rejected INTEGER,
+    store_failed INTEGER,
+    hb_flags INTEGER,
+    status TEXT NOT NULL DEFAULT '',
     highest_counter INTEGER NOT NULL DEFAULT -1
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -33,12 +48,20 @@ CREATE TABLE IF NOT EXISTS events (
     device_id BLOB NOT NULL REFERENCES devices(device_id),
     msg_id INTEGER NOT NULL,
     logtype INTEGER NOT NULL,
-    event_json TEXT NOT NULL,
+    compact TEXT NOT NULL,
     received REAL NOT NULL,
     UNIQUE (device_id, msg_id)
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    device_id BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    session INTEGER NOT NULL,
+    highest INTEGER NOT NULL,
+    PRIMARY KEY (device_id, epoch)
+);
 CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+SESSIONS_KEPT = 1024  # per device: how far back a replayed frame is told from a restored device
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,46 +73,79 @@ class DeviceRow:
     enrolled: float
     last_heartbeat: float | None
     uptime: int | None
+    interval: int | None
     queue_depth: int | None
+    oldest_age: int | None
+    dropped: int | None
+    rejected: int | None
+    store_failed: int | None
+    hb_flags: int | None
+    status: str
     highest_counter: int
 
 
 @dataclass(frozen=True, slots=True)
 class EventRow:
+    """A stored event: its validated compact JSON (the wire form), rendered when shown."""
+
     id: int
     device: str
     msg_id: int
     logtype: int
-    event_json: str
+    compact: str
+    received: float
+
+    def record(self, *, mask_secrets: bool = True) -> dict[str, Any]:
+        """OpenCanary's flat JSON, ``node_id`` from the registry (never from the device)."""
+        try:
+            obj = json.loads(self.compact)
+        except (ValueError, RecursionError):
+            raise DecodeError("stored event is not JSON", offset=0) from None
+        event = from_compact(obj)  # validated again as it is shown (a newer console is stricter)
+        return to_opencanary(event, self.device, mask_secrets=mask_secrets)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event waiting for the next group commit."""
+
+    device_id: bytes
+    msg_id: int
+    logtype: int
+    compact: str
     received: float
 
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """What a batch flush persists for one device."""
+    """What a batch flush persists for one device (heartbeat fields None: unchanged)."""
 
     device_id: bytes
     highest_counter: int
-    last_heartbeat: float | None
-    uptime: int | None
-    queue_depth: int | None
+    status: str
+    last_heartbeat: float | None = None
+    uptime: int | None = None
+    interval: int | None = None
+    queue_depth: int | None = None
+    oldest_age: int | None = None
+    dropped: int | None = None
+    rejected: int | None = None
+    store_failed: int | None = None
+    hb_flags: int | None = None
 
 
-@contextlib.contextmanager
-def _guard(path: str) -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.Error as exc:
-        text = str(exc)
-        if "full" in text:
-            hint = "free disk space on the state directory's file system"
-        elif "readonly" in text or "read-only" in text:
-            hint = "make the state directory writable by the console's user"
-        elif "not a database" in text or "malformed" in text:
-            hint = "the database is corrupt: restore it from a backup or move it aside"
-        else:
-            hint = "check the state directory and the database file"
-        raise StorageError(f"database {path}: {text}", hint=hint) from None
+_DEVICE_COLUMNS = ", ".join(f.name for f in fields(DeviceRow)[1:])  # all but rowid
+_HEALTH = ("last_heartbeat", "uptime", "interval", "queue_depth", "oldest_age", "dropped",
+           "rejected", "store_failed", "hb_flags")
+# fixed column names; every value is bound as a parameter
+_UPDATE_PROGRESS = (
+    "UPDATE devices SET highest_counter = MAX(highest_counter, ?), status = ?, "  # noqa: S608
+    + ", ".join(f"{c} = COALESCE(?, {c})" for c in _HEALTH) + " WHERE device_id = ?")
+
+
+def sql_int(msg_id: int) -> int:
+    """A 64-bit unsigned message id as SQLite's signed 64-bit integer."""
+    return msg_id - (1 << 64) if msg_id >= 1 << 63 else msg_id
 
 
 class Store:
@@ -97,29 +153,21 @@ class Store:
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
-        with _guard(self.path):
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
+        self.database = Database(path, schema=_SCHEMA, synchronous="FULL")
+        self._db = self.database.db
+        self._tx = self.database.transaction
+        with self.database.guard():
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                self._db.execute(f"PRAGMA user_version = {FORMAT}")
+        if version not in (0, FORMAT):
+            self.database.close()
+            raise StorageError(f"database {self.path} has format {version}, not {FORMAT}",
+                               hint="it was made by another coalmine version; start a new "
+                                    "state directory with `console init`")
 
     def close(self) -> None:
-        with _guard(self.path):
-            self._db.close()
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with _guard(self.path):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                if self._db.in_transaction:  # SQLite already rolled back on some errors (FULL)
-                    self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        self.database.close()
 
     # --- registry -----------------------------------------------------------------------------
 
@@ -141,79 +189,82 @@ class Store:
             )
 
     def devices(self, after_rowid: int = 0) -> list[DeviceRow]:
-        with _guard(self.path):
-            rows = self._db.execute(
-                "SELECT rowid, device_id, name, public_key, enrolled, last_heartbeat, uptime,"
-                " queue_depth, highest_counter FROM devices WHERE rowid > ? ORDER BY rowid",
-                (after_rowid,),
-            ).fetchall()
+        rows = self.database.rows(
+            f"SELECT rowid, {_DEVICE_COLUMNS} FROM devices "  # noqa: S608 - fixed column names
+            "WHERE rowid > ? ORDER BY rowid", (after_rowid,))
         return [DeviceRow(*row) for row in rows]
+
+    def sessions(self, device_id: bytes) -> list[tuple[int, int, int]]:
+        """(epoch, session, highest counter) of the newest epochs seen, oldest first."""
+        rows = self.database.rows(
+            "SELECT * FROM (SELECT epoch, session, highest FROM sessions WHERE device_id = ?"
+            " ORDER BY epoch DESC LIMIT ?) ORDER BY epoch", (device_id, SESSIONS_KEPT))
+        return [(int(e), int(s), int(h)) for e, s, h in rows]
 
     # --- events -------------------------------------------------------------------------------
 
     def has_message(self, device_id: bytes, msg_id: int) -> bool:
-        with _guard(self.path):
-            row = self._db.execute(
-                "SELECT 1 FROM events WHERE device_id = ? AND msg_id = ?", (device_id, msg_id)
-            ).fetchone()
-        return row is not None
+        """On the hot path (once per new message): one indexed lookup, no helper layers."""
+        try:
+            return self._db.execute("SELECT 1 FROM events WHERE device_id = ? AND msg_id = ?",
+                                    (device_id, sql_int(msg_id))).fetchone() is not None
+        except sqlite3.Error as exc:
+            raise StorageError(f"database {self.path}: {exc}", hint=hint_for(str(exc))) from None
 
-    def add_event(
-        self, device_id: bytes, msg_id: int, *, logtype: int, event_json: str, received: float,
-        highest_counter: int,
-    ) -> bool:
-        """Store an event and its device's counter in one transaction; False if already stored."""
+    def recent_messages(self, limit: int) -> list[tuple[bytes, int]]:
+        """(device id, message id) of the newest ``limit`` stored events, oldest first."""
+        rows = self.database.rows(
+            "SELECT device_id, msg_id FROM (SELECT id, device_id, msg_id FROM events "
+            "ORDER BY id DESC LIMIT ?) ORDER BY id", (limit,))
+        return [(bytes(d), m + (1 << 64) if m < 0 else m) for d, m in rows]
+
+    def add_events(self, events: Sequence[NewEvent]) -> int:
+        """Store a group of events in one durable transaction; returns how many were new."""
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO events (device_id, msg_id, logtype, event_json, received)"
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO events (device_id, msg_id, logtype, compact, received)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (device_id, msg_id, logtype, event_json, received),
-            )
-            db.execute(
-                "UPDATE devices SET highest_counter = MAX(highest_counter, ?) WHERE device_id = ?",
-                (highest_counter, device_id),
-            )
-            return cur.rowcount == 1
+                [(e.device_id, sql_int(e.msg_id), e.logtype, e.compact, e.received)
+                 for e in events])
+            return db.total_changes - before
 
     def events(self, limit: int | None = None) -> list[EventRow]:
         """The newest ``limit`` events (all when None), oldest first."""
-        with _guard(self.path):
-            rows = self._db.execute(
-                "SELECT * FROM (SELECT e.id, d.name, e.msg_id, e.logtype, e.event_json, e.received"
-                " FROM events e JOIN devices d ON d.device_id = e.device_id"
-                " ORDER BY e.id DESC LIMIT ?) ORDER BY id",
-                (-1 if limit is None else limit,),
-            ).fetchall()
+        rows = self.database.rows(
+            "SELECT * FROM (SELECT e.id, d.name, e.msg_id, e.logtype, e.compact, e.received"
+            " FROM events e JOIN devices d ON d.device_id = e.device_id"
+            " ORDER BY e.id DESC LIMIT ?) ORDER BY id",
+            (-1 if limit is None else limit,))
         return [EventRow(*row) for row in rows]
 
     # --- batched progress and statistics ------------------------------------------------------
 
-    def save_progress(self, progress: list[Progress], stats: dict[str, int]) -> None:
-        """Persist counters (only ever upwards), heartbeat info and statistics in one go."""
+    def save_progress(self, progress: Sequence[Progress], stats: dict[str, int],
+                      sessions: Sequence[tuple[bytes, int, int, int]] = ()) -> None:
+        """Persist counters (only ever upwards), health, new sessions and statistics in one go."""
         with self._tx() as db:
             db.executemany(
-                "UPDATE devices SET highest_counter = MAX(highest_counter, ?),"
-                " last_heartbeat = COALESCE(?, last_heartbeat), uptime = COALESCE(?, uptime),"
-                " queue_depth = COALESCE(?, queue_depth) WHERE device_id = ?",
-                [
-                    (p.highest_counter, p.last_heartbeat, p.uptime, p.queue_depth, p.device_id)
-                    for p in progress
-                ],
-            )
+                _UPDATE_PROGRESS,
+                [(p.highest_counter, p.status, *(getattr(p, c) for c in _HEALTH), p.device_id)
+                 for p in progress])
+            db.executemany("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?)", sessions)
+            for device_id in {s[0] for s in sessions}:
+                db.execute(
+                    "DELETE FROM sessions WHERE device_id = ? AND epoch NOT IN (SELECT epoch "
+                    "FROM sessions WHERE device_id = ? ORDER BY epoch DESC LIMIT ?)",
+                    (device_id, device_id, SESSIONS_KEPT))
             db.executemany(
                 "INSERT INTO stats (name, value) VALUES (?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                sorted(stats.items()),
-            )
+                sorted(stats.items()))
 
     def stats(self) -> dict[str, int]:
-        with _guard(self.path):
-            rows = self._db.execute("SELECT name, value FROM stats ORDER BY name").fetchall()
+        rows = self.database.rows("SELECT name, value FROM stats ORDER BY name")
         return {name: int(value) for name, value in rows}
 
     def counts(self) -> tuple[int, int]:
         """(devices, events) currently stored."""
-        with _guard(self.path):
-            devices = self._db.execute("SELECT COUNT(*) FROM devices").fetchone()[0]
-            events = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        devices = self.database.rows("SELECT COUNT(*) FROM devices")[0][0]
+        events = self.database.rows("SELECT COUNT(*) FROM events")[0][0]
         return int(devices), int(events)

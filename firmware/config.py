@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware.errors import ConfigError, DecodeError
 from firmware.protocol.keys import PeerPublicKey
+from firmware.shared.errors import ConfigError, DecodeError
 
 DEFAULT_PATH = Path("/etc/coalmine/device.toml")
 
@@ -59,9 +59,14 @@ class DeviceConfig:
     ssh: SSHService
     limits: Limits
 
-    @property
-    def event_socket(self) -> Path:
-        return self.run_dir / "events.sock"
+    def event_socket(self, service: str) -> Path:
+        """Where ``service`` hands its events to the agent (one socket per service)."""
+        return self.run_dir / service / "events.sock"
+
+
+DEFAULT_DATA_DIR = Path("/data/coalmine/agent")
+DEFAULT_RUN_DIR = Path("/run/coalmine")
+DEFAULT_NODE_NAME = "device"
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -107,22 +112,21 @@ def parse(raw: dict[str, Any]) -> DeviceConfig:
         for name, default in vars(Limits()).items()
     })
     cfg = DeviceConfig(
-        data_dir=Path(p.get(dev, "device.data_dir", str, "/data/coalmine")),
-        run_dir=Path(p.get(dev, "device.run_dir", str, "/run/coalmine")),
-        node_name=p.get(dev, "device.node_name", str, "coalmine"),
+        data_dir=Path(p.get(dev, "device.data_dir", str, str(DEFAULT_DATA_DIR))),
+        run_dir=Path(p.get(dev, "device.run_dir", str, str(DEFAULT_RUN_DIR))),
+        node_name=p.get(dev, "device.node_name", str, DEFAULT_NODE_NAME),
         console=ConsoleLink(
             zone=zone, public_key=public_key,
             resolver=_address(p, p.get(con, "console.resolver", str, "")),
-            heartbeat_interval=p.get(con, "console.heartbeat_interval", float, 60.0, positive=True),
-            query_timeout=p.get(con, "console.query_timeout", float, 2.0, positive=True),
-            max_backoff=p.get(con, "console.max_backoff", float, 60.0, positive=True),
+            **{name: p.get(con, f"console.{name}", float, getattr(ConsoleLink, name),
+                           positive=True)
+               for name in ("heartbeat_interval", "query_timeout", "max_backoff")},
         ),
         ssh=SSHService(
-            enabled=p.get(ssh, "services.ssh.enabled", bool, True),
-            host=p.get(ssh, "services.ssh.host", str, "0.0.0.0"),
-            port=p.port(ssh, "services.ssh.port", 22),
-            host_key=Path(p.get(ssh, "services.ssh.host_key", str,
-                                "/data/coalmine/ssh/host_key")),
+            enabled=p.get(ssh, "services.ssh.enabled", bool, SSHService.enabled),
+            host=p.get(ssh, "services.ssh.host", str, SSHService.host),
+            port=p.port(ssh, "services.ssh.port", SSHService.port),
+            host_key=Path(p.get(ssh, "services.ssh.host_key", str, str(SSHService.host_key))),
             version=p.get(ssh, "services.ssh.version", str, SSHService.version),
         ),
         limits=cfg_limits,

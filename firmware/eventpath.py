@@ -1,11 +1,13 @@
 """The local event path: services hand events to the beacon agent over a Unix datagram socket.
 
 Services run as their own users and never see the device key; all they can do is drop a
-datagram (compact event JSON) into ``<run_dir>/events.sock``, which the agent owns and a shared
-group may write to.  A sink never raises into a service: a dead agent costs at most the events
-that do not fit the sender's small retry buffer, and the service keeps serving.  Inside an
-event loop the sink retries its backlog on its own, so events waiting through an agent restart
-leave without needing a later event to push them out.
+datagram (compact event JSON) into their own socket, ``<run_dir>/<service>/events.sock``,
+which the agent owns and only that service's group may write to.  The agent therefore knows
+which service sent each datagram and accepts only that service's event codes.  A sink never
+raises into a service: a dead agent costs at most the events that do not fit the sender's
+small retry buffer, and the service keeps serving.  Inside an event loop the sink retries its
+backlog on its own, so events waiting through an agent restart leave without needing a later
+event to push them out.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import socket
 from pathlib import Path
 from typing import Protocol
 
-from firmware.errors import DecodeError
 from firmware.protocol.event import Event, from_compact
+from firmware.shared.errors import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,8 @@ def decode_datagram(data: bytes, max_bytes: int) -> Event:
         raise DecodeError(f"event datagram of {len(data)} bytes exceeds {max_bytes}", offset=0)
     try:
         obj = json.loads(data.decode("utf-8", errors="replace"))
-    except ValueError as exc:
-        raise DecodeError(f"event datagram is not JSON: {exc}", offset=0) from None
+    except (ValueError, RecursionError) as exc:  # deep nesting exhausts the parser's stack
+        raise DecodeError(f"event datagram is not JSON: {type(exc).__name__}", offset=0) from None
     return from_compact(obj)
 
 
@@ -93,13 +95,3 @@ class SocketSink:
         if self.retry is not None:
             self.retry.cancel()
         self.sock.close()
-
-
-class MemorySink:
-    """In-memory sink for tests: same interface as ``SocketSink``."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def emit(self, event: Event) -> None:
-        self.events.append(event)

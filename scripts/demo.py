@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from firmware.cli import main_guard
+from firmware.shared.cli import main_guard, module_command
 from scripts.lab import Lab
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"      arrived after {time.monotonic() - start:.2f}s")
             print("[4/4] the alert as stored by the console (OpenCanary JSON):")
             print(json.dumps(event, indent=2, sort_keys=True))
-            print("\nnext: `python3 -m console --help` to run a console of your own; "
+            print(f"\nnext: `{module_command('console')} --help` to run a console of your own; "
                   "`make test` runs the test suite.")
         return 0
 

@@ -22,8 +22,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import tomli_w
+
 from firmware.agent.storage import load_or_create_key
-from firmware.errors import EnvironmentFault, ToolError
+from firmware.shared.errors import EnvironmentFault, ToolError
+from firmware.shared.proc import run
 
 REPO = Path(__file__).resolve().parent.parent
 ZONE = "c.test"
@@ -63,6 +66,19 @@ def write_unbound_conf(path: Path, *, port: int, console_port: int, zone: str = 
     return path
 
 
+def device_toml(lab: Lab, *, node: str, resolver: str, heartbeat: float,
+                device: dict[str, Any] | None = None, ssh: dict[str, Any] | None = None) -> str:
+    """The one writer of device settings for a device that talks to ``lab`` (lab and QEMU)."""
+    doc: dict[str, Any] = {
+        "device": {"node_name": node, **(device or {})},
+        "console": {"zone": ZONE, "public_key": lab.console_key, "resolver": resolver,
+                    "heartbeat_interval": heartbeat, "max_backoff": 2.0},
+    }
+    if ssh:
+        doc["services"] = {"ssh": ssh}
+    return tomli_w.dumps(doc)
+
+
 def free_port() -> int:
     """A port free for both UDP and TCP on 127.0.0.1."""
     for _ in range(50):
@@ -95,12 +111,14 @@ class Lab:
     """
 
     def __init__(self, workdir: Path | None = None, *, heartbeat: float = 60.0,
-                 with_ssh: bool = True, with_device: bool = True) -> None:
+                 with_ssh: bool = True, with_device: bool = True,
+                 health: dict[str, float] | None = None) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="coalmine-lab-")
         self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.heartbeat = heartbeat
         self.with_ssh = with_ssh
         self.with_device = with_device
+        self.health = health or {}  # console.toml [health], e.g. a short offline_grace
         self.console_key = ""
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.state = self.dir / "console"
@@ -128,6 +146,9 @@ class Lab:
         console_key = next(line.split(":", 1)[1].strip() for line in out.splitlines()
                            if line.startswith("console public key:"))
         self.console_key = console_key
+        if self.health:
+            with (self.state / "console.toml").open("a") as conf:
+                conf.write(tomli_w.dumps({"health": self.health}))
         self.start_console()
         self.start_unbound()
         if not self.with_device:
@@ -135,18 +156,18 @@ class Lab:
         data = self.dir / "device"
         device_key, _ = load_or_create_key(data)
         self.enroll("lab-device", device_key.public().text())
-        self.device_conf.write_text(
-            f'[device]\ndata_dir = "{data}"\nrun_dir = "{self.dir / "run"}"\n'
-            f'node_name = "lab-device"\n'
-            f'[console]\nzone = "{ZONE}"\npublic_key = "{console_key}"\n'
-            f'resolver = "{HOST}:{self.resolver_port}"\n'
-            f"heartbeat_interval = {self.heartbeat}\nmax_backoff = 2.0\n"
-            f'[services.ssh]\nhost = "{HOST}"\nport = {self.ssh_port}\n'
-            f'host_key = "{data / "ssh_host_key"}"\n')
+        self.device_conf.write_text(device_toml(
+            self, node="lab-device", resolver=f"{HOST}:{self.resolver_port}",
+            heartbeat=self.heartbeat, device={"data_dir": str(data),
+                                              "run_dir": str(self.dir / "run")},
+            ssh={"host": HOST, "port": self.ssh_port, "host_key": str(data / "ssh_host_key")}))
         self.start_agent()
         if self.with_ssh:
-            self.spawn("ssh", [sys.executable, "-m", "firmware.services", "ssh", "--config",
-                               str(self.device_conf)])
+            ssh = [sys.executable, "-m", "firmware.services", "ssh", "--config",
+                   str(self.device_conf)]
+            run([*ssh, "--make-host-key"], cwd=REPO, quiet=True, timeout=60,
+                env={"PYTHONPATH": str(REPO)})
+            self.spawn("ssh", ssh)
             self.wait_port(self.ssh_port, "tcp")
 
     def enroll(self, name: str, public_key: str) -> None:
@@ -161,7 +182,7 @@ class Lab:
     def start_agent(self) -> None:
         self.spawn("agent", [sys.executable, "-m", "firmware.agent", "--config",
                              str(self.device_conf)])
-        self.wait_for((self.dir / "run" / "events.sock").exists, 15, "agent socket")
+        self.wait_for((self.dir / "run" / "ssh" / "events.sock").exists, 15, "agent socket")
 
     def start_unbound(self) -> None:
         conf = write_unbound_conf(self.dir / "unbound.conf", port=self.resolver_port,
@@ -198,12 +219,11 @@ class Lab:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def console(self, *args: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "console", args[0], "--state",
-                               str(self.state), *args[1:]], cwd=REPO, capture_output=True,
-                              text=True, check=False)
+        proc = run([sys.executable, "-m", "console", args[0], "--state", str(self.state),
+                    *args[1:]], cwd=REPO, capture=True, quiet=True, check=False, timeout=120)
         if proc.returncode:
-            raise ToolError(f"console {args[0]} failed: {proc.stderr.strip()}")
-        return proc.stdout
+            raise ToolError(f"console {args[0]} failed: {proc.stderr.decode().strip()}")
+        return proc.stdout.decode()
 
     def events(self, *, show_passwords: bool = True) -> list[dict[str, Any]]:
         flags = ["--show-passwords"] if show_passwords else []
@@ -254,4 +274,4 @@ class Lab:
                 "-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1",
                 "-o", f"ConnectTimeout={int(timeout)}", "-p", str(self.ssh_port),
                 f"{user}@{HOST}", "true"]
-        return subprocess.run(argv, capture_output=True, timeout=timeout, check=False).returncode
+        return run(argv, capture=True, quiet=True, check=False, timeout=timeout + 10).returncode

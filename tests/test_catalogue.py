@@ -31,8 +31,9 @@ def scan(path: Path) -> tuple[set[str], set[str]]:
 
 
 def emitters() -> dict[str, tuple[set[str], set[str]]]:
-    return {str(p.relative_to(ROOT)): scan(p) for p in (ROOT / "firmware").rglob("*.py")
-            if p.name != "catalogue.py"}
+    """Device code emits device events; the console raises its own about devices."""
+    files = [*(ROOT / "firmware").rglob("*.py"), *(ROOT / "console").rglob("*.py")]
+    return {str(p.relative_to(ROOT)): scan(p) for p in files if p.name != "catalogue.py"}
 
 
 def documented() -> dict[int, str]:
@@ -58,3 +59,21 @@ def test_scan_detects_undeclared_use(tmp_path):
     f.write_text("EMITS = frozenset({EventCode.BOOT})\nx = EventCode.SSH_LOGIN_ATTEMPT\n")
     declared, referenced = scan(f)
     assert declared == {"BOOT"} and referenced - declared == {"SSH_LOGIN_ATTEMPT"}
+
+
+def test_each_service_declares_exactly_the_codes_the_agent_accepts_from_it():
+    from firmware.protocol.catalogue import SOURCES
+    from firmware.services.base import discover
+
+    services = discover()
+    assert set(services) == set(SOURCES)
+    for name, cls in services.items():
+        assert cls.event_codes == SOURCES[name], name
+
+
+def test_device_level_codes_come_from_no_service():
+    from firmware.protocol.catalogue import SOURCES
+
+    device_level = {c for c in EventCode if c < 2000}
+    for codes in SOURCES.values():
+        assert not codes & device_level

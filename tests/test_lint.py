@@ -1,18 +1,21 @@
 """Linters are tests: ruff, mypy (strict) and shellcheck over the whole tree."""
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from firmware.shared.proc import output
+from firmware.shared.proc import run as proc_run
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(argv: list[str]) -> None:
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, f"{' '.join(argv)} failed:\n{proc.stdout}\n{proc.stderr}"
+    proc = proc_run(argv, cwd=ROOT, capture=True, quiet=True, check=False, timeout=900)
+    assert proc.returncode == 0, (f"{' '.join(argv)} failed:\n{proc.stdout.decode()}\n"
+                                  f"{proc.stderr.decode()}")
 
 
 def test_ruff():
@@ -24,8 +27,7 @@ def test_mypy():
 
 
 def shell_scripts() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = output(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, timeout=60).split()
     found = []
     for name in out:
         path = ROOT / name

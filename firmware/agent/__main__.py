@@ -8,8 +8,9 @@ import sys
 from types import FrameType
 
 from firmware.agent.runner import Agent
-from firmware.cli import add_config_argument, config_paths, main_guard, setup_logging
+from firmware.cli import add_config_argument, config_paths
 from firmware.config import load
+from firmware.shared.cli import main_guard, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,20 +2,21 @@
 
 ``Beacon`` turns heartbeats and event messages into query names, sends them through a
 ``Transport`` and checks that every answer authenticates for the exact query it answers.
-Messages are retransmitted fragment by fragment under fresh counters (fresh names, so no
-cache or negative cache can answer them) until the console says the whole message arrived.
+Every frame is padded to the same size, whatever it carries.  Messages are retransmitted
+fragment by fragment under fresh counters (fresh names, so no cache or negative cache can answer
+them) until the console says the whole message arrived.  A ``Stale`` answer (the device's
+counters went back: restored data, a cloned card) moves the counters past the console's floor
+and the frame is sent again at once.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from firmware.agent.storage import CounterSource
 from firmware.agent.transport import Transport
-from firmware.errors import InputError, TransportError
 from firmware.protocol import frame, names
 from firmware.protocol.catalogue import EventCode
 from firmware.protocol.fragment import split
@@ -26,9 +27,11 @@ from firmware.protocol.messages import (
     Heartbeat,
     HeartbeatAck,
     Reply,
+    Stale,
     decode_reply,
     encode_body,
 )
+from firmware.shared.errors import InputError, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -49,45 +52,59 @@ class Beacon:
     EMITS = frozenset({EventCode.HEARTBEAT})  # heartbeats travel as their own body type
 
     def __init__(self, link: Link, counters: CounterSource, transport: Transport,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 on_progress: Callable[[], None] = lambda: None) -> None:
         self.key = link.secret()
         self.device_id = link.device_key.public().device_id()
         self.zone = link.zone
         self.counters = counters
         self.transport = transport
-        self.sleep = sleep
-        self.body_room = names.max_frame_bytes(self.zone) - frame.OVERHEAD
+        self.on_progress = on_progress  # called after every exchange (watchdog liveness)
+        self.body_size = frame.body_size(self.zone)
+        self.stale_jumps = 0
 
     def exchange(self, body: Body) -> Reply:
-        """One query under a fresh counter; the reply must authenticate for it."""
-        header = frame.Header(self.device_id, self.counters.next())
-        data = frame.seal(self.key, header.device_id, header.counter, encode_body(body))
-        answer = self.transport.exchange(names.name_for(data, self.zone))
+        """One query under a fresh counter (two after a Stale answer); the reply must open."""
+        for _ in range(2):
+            reply = self._once(body)
+            if not isinstance(reply, Stale):
+                return reply
+            self.stale_jumps += 1
+            log.warning("console holds counters up to %d (restored or cloned data?); "
+                        "continuing above them", reply.highest)
+            self.counters.jump(reply.highest)
+        raise TransportError("console keeps answering that the counter is stale")
+
+    def _once(self, body: Body) -> Reply:
+        header = frame.Header(self.device_id, self.counters.session, self.counters.next())
+        data = frame.seal(self.key, header, encode_body(body, self.body_size))
+        try:
+            answer = self.transport.exchange(names.name_for(data, self.zone))
+        finally:
+            self.on_progress()
         try:
             return decode_reply(frame.open_reply(self.key, header, answer))
         except InputError as exc:
             raise TransportError(f"bad answer from console: {exc.message}") from None
 
-    def heartbeat(self, uptime: int, queue_depth: int) -> HeartbeatAck:
-        reply = self.exchange(Heartbeat(uptime, queue_depth))
+    def heartbeat(self, beat: Heartbeat) -> HeartbeatAck:
+        reply = self.exchange(beat)
         if not isinstance(reply, HeartbeatAck):
             raise TransportError("console answered a heartbeat with the wrong reply type")
         return reply
 
     def deliver(self, msg_id: int, message: bytes, *, rounds: int = 4) -> None:
         """Send ``message`` until the console reports it whole; raise TransportError if not."""
-        frags = split(message, msg_id & 0xFFFFFFFF, self.body_room)
+        frags = split(message, msg_id, self.body_size)
         todo = list(range(len(frags)))
         for _ in range(rounds):
-            ack: FragmentAck | None = None
+            received: frozenset[int] = frozenset()
             for i in todo:
                 reply = self.exchange(frags[i])
-                if not isinstance(reply, FragmentAck) or reply.msg_id != frags[i].msg_id:
+                if not isinstance(reply, FragmentAck) or reply.msg_id != msg_id:
                     raise TransportError("console acknowledged another message")
-                ack = reply
-                if ack.complete:
+                if reply.complete:
                     return
-            assert ack is not None
-            todo = [i for i in range(len(frags)) if i not in ack.received]
+                received = reply.received
+            todo = [i for i in range(len(frags)) if i not in received]
             log.info("message %d: console lacks fragments %s, resending", msg_id, todo)
         raise TransportError(f"message {msg_id} still incomplete after {rounds} rounds")

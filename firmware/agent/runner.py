@@ -1,39 +1,52 @@
-"""The beacon agent's I/O shell: event socket in, persistent queue, DNS beacons out.
+"""The beacon agent's I/O shell: event sockets in, persistent queue, DNS beacons out.
 
-Two threads: one receives events from services on the Unix socket and stores them durably; the
-other sends heartbeats and queued events to the console, oldest first, backing off
-exponentially (with jitter) while the console or the DNS path is down.  Nothing is removed from
-the queue before the console has acknowledged the whole message.
+Two threads and a watchdog.  The receiver takes datagrams from one socket per service, so it
+knows who sent each one, validates every field into the ranges the console accepts, refuses
+codes the sending service may not emit, and stores what passes durably; no datagram, however
+malformed, can end it (each is handled inside its own ``try``, refusals are counted by reason).
+The sender sends heartbeats and queued events to the console, oldest first, backing off
+exponentially (with jitter) while the console or the DNS path is down; nothing leaves the queue
+before the console acknowledged the whole message.  The main thread pings systemd's watchdog
+only while both threads make progress, and heartbeats carry what an operator needs to trust
+them: receiver alive, refusals, queue depth and age of its oldest event, drops, store failures.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import os
 import random
+import selectors
 import socket
 import threading
 import time
 from pathlib import Path
 
+from firmware.agent import listeners
 from firmware.agent.beacon import Beacon, Link
 from firmware.agent.queue import EventQueue
 from firmware.agent.storage import CounterSource, load_or_create_key
 from firmware.agent.transport import DnsTransport, Transport
+from firmware.agent.watchdog import Liveness, Notify, Watchdog, systemd_notify, watchdog_period
 from firmware.config import DeviceConfig
-from firmware.errors import ConfigError, InputError, StorageError, TransportError
 from firmware.eventpath import decode_datagram
-from firmware.protocol.catalogue import EventCode
+from firmware.protocol.catalogue import SOURCES, EventCode
 from firmware.protocol.event import Event
+from firmware.protocol.messages import HB_QUEUE_RESET, HB_RECEIVER_ALIVE, Heartbeat
+from firmware.shared.errors import ConfigError, InputError, StorageError, TransportError
 
 log = logging.getLogger("coalmine.agent")
 CLOCK_SKEW_WARN = 300
+MAX_WAIT = 5.0  # the sender wakes at least this often (watchdog liveness)
+LISTENER_CHECK = 60.0
+MAX_REASONS = 32  # distinct refusal reasons counted by name; the rest under "other reasons"
 
 
 class Agent:
-    EMITS = frozenset({EventCode.BOOT, EventCode.EVENTS_DROPPED})
+    EMITS = frozenset({EventCode.BOOT, EventCode.LISTENERS})
 
-    def __init__(self, cfg: DeviceConfig, transport: Transport | None = None) -> None:
+    def __init__(self, cfg: DeviceConfig, transport: Transport | None = None,
+                 notify: Notify | None = None) -> None:
         self.cfg = cfg
         key, created = load_or_create_key(cfg.data_dir)
         pub = key.public()
@@ -46,83 +59,161 @@ class Agent:
                               problems=["console.public_key and console.zone must be set"],
                               hint="enroll the public key above at the console, then set them")
         self.queue = EventQueue(cfg.data_dir / "queue.db", cfg.limits.queue_max_events)
+        self.liveness = Liveness()
         self.beacon = Beacon(Link(key, link.public_key, link.zone), CounterSource(cfg.data_dir),
-                             transport or DnsTransport(link.resolver, link.query_timeout))
+                             transport or DnsTransport(link.resolver, link.query_timeout),
+                             on_progress=lambda: self.liveness.tick("sender"))
+        self.watchdog = Watchdog(self.liveness, notify or systemd_notify(), watchdog_period())
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.started = time.monotonic()
-        self.rejected = 0
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self.store_failed = 0
+        self.listening: dict[str, str] | None = None
+        self.receiver: threading.Thread | None = None
 
-    # -- event socket ------------------------------------------------------------------------
+    # -- event sockets -----------------------------------------------------------------------
 
-    def open_socket(self) -> socket.socket:
-        path = self.cfg.event_socket
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_socket():
-            path.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(path))
-        os.chmod(path, 0o660)
-        sock.settimeout(0.5)
-        return sock
+    def open_sockets(self) -> dict[socket.socket, str]:
+        """One datagram socket per service: the socket a datagram arrives on names its sender."""
+        socks: dict[socket.socket, str] = {}
+        for service in sorted(SOURCES):
+            path = self.cfg.event_socket(service)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_socket():
+                path.unlink()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(str(path))
+            path.chmod(0o660)
+            sock.setblocking(False)
+            socks[sock] = service
+        return socks
 
-    def receive_loop(self, sock: socket.socket) -> None:
+    def receive_loop(self, socks: dict[socket.socket, str]) -> None:
         limit = self.cfg.limits.event_datagram_bytes
-        while not self.stop.is_set():
+        with selectors.DefaultSelector() as sel:
+            for sock, service in socks.items():
+                sel.register(sock, selectors.EVENT_READ, service)
+            while not self.stop.is_set():
+                self.liveness.tick("receiver")
+                for key, _ in sel.select(0.5):
+                    self._drain(key.fileobj, key.data, limit)  # type: ignore[arg-type]
+
+    def _drain(self, sock: socket.socket, service: str, limit: int, burst: int = 256) -> int:
+        """Take up to ``burst`` waiting datagrams from one service's socket."""
+        taken = 0
+        for _ in range(burst):
             try:
                 data = sock.recv(limit + 1)
-            except TimeoutError:
-                continue
+            except (BlockingIOError, InterruptedError):
+                break
             except OSError as exc:
-                log.error("event socket failed: %s", exc)
-                return
-            self.accept_datagram(data, limit)
+                log.error("event socket of %s failed: %s", service, exc)
+                break
+            self.accept_datagram(service, data, limit)
+            taken += 1
+        return taken
 
-    def accept_datagram(self, data: bytes, limit: int) -> None:
+    def accept_datagram(self, service: str, data: bytes, limit: int) -> None:
+        """Validate and store one datagram; nothing in it can raise out of here."""
         try:
             event = decode_datagram(data, limit)
+            if event.code not in SOURCES.get(service, ()):
+                raise InputError(f"code {int(event.code)} is not one {service} may send")
         except InputError as exc:
-            self.rejected += 1
-            log.warning("rejected event datagram: %s", exc.message)
+            self._reject(service, exc.message)
+            return
+        except Exception as exc:  # a bug must cost one datagram, never the receiver
+            log.exception("datagram from %s could not be read", service)
+            self._reject(service, f"internal error: {type(exc).__name__}")
             return
         try:
             self.queue.put(event)
         except StorageError as exc:
+            self.store_failed += 1
             log.error("%s (%s)", exc.message, exc.hint)
             return
+        except Exception:
+            self.store_failed += 1
+            log.exception("event from %s could not be stored", service)
+            return
         self.wake.set()
+
+    def _reject(self, service: str, reason: str) -> None:
+        """Count a refusal by reason (a bounded set of reasons; a flood logs sparingly)."""
+        reason = reason[:80]
+        if reason not in self.rejected and len(self.rejected) >= MAX_REASONS:
+            reason = "other reasons"
+        self.rejected[reason] += 1
+        seen = self.rejected[reason]
+        if seen == 1 or seen % 1000 == 0:
+            log.warning("rejected event datagram from %s (%d so far for this reason): %s",
+                        service, seen, reason)
 
     # -- sending -------------------------------------------------------------------------------
 
     def run(self) -> None:
         """Send until ``stop`` is set: heartbeats on schedule, queued events as they come."""
-        self.queue.put(Event(EventCode.BOOT, time.time(), data={"NODE": self.cfg.node_name}))
-        backoff, next_beat = 0.0, 0.0
+        self.put_own(Event(EventCode.BOOT, time.time(), data={"NODE": self.cfg.node_name}))
+        backoff, next_beat, next_check = 0.0, 0.0, 0.0
         interval = self.cfg.console.heartbeat_interval
         while not self.stop.is_set():
+            self.liveness.tick("sender")
             try:
+                if time.monotonic() >= next_check:
+                    self.check_listeners()
+                    next_check = time.monotonic() + LISTENER_CHECK
                 if time.monotonic() >= next_beat:
                     self.send_heartbeat()
                     next_beat = time.monotonic() + interval
-                if self.send_one():
-                    backoff = 0.0
+                sent = self.send_one()
+                backoff = 0.0  # only reached when every exchange above succeeded
+                if sent:
                     continue
-                backoff = 0.0
             except TransportError as exc:
                 backoff = min(self.cfg.console.max_backoff, max(0.5, backoff * 2))
                 log.warning("%s; retrying in %.1fs (%d queued)", exc.message, backoff,
                             self.queue.depth())
-                self.stop.wait(backoff * random.uniform(0.8, 1.2))
+                self._sleep(backoff * random.uniform(0.8, 1.2))
                 continue
             except StorageError as exc:
                 log.error("%s (%s)", exc.message, exc.hint)
-                self.stop.wait(5)
+                self._sleep(5)
                 continue
-            self.wake.wait(max(0.0, next_beat - time.monotonic()))
+            except Exception:  # a bug: log it, keep the thread; the console sees the stall
+                log.exception("sender failed; retrying in 5s")
+                self._sleep(5)
+                continue
+            self.wake.wait(min(MAX_WAIT, max(0.0, next_beat - time.monotonic())))
             self.wake.clear()
 
+    def _sleep(self, seconds: float) -> None:
+        """Wait (interruptibly) without ever going quiet for longer than the watchdog allows."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.stop.wait(min(left, MAX_WAIT))
+            self.liveness.tick("sender")
+
+    def put_own(self, event: Event) -> None:
+        """Queue an event of the agent's own; a failure is counted like any other."""
+        try:
+            self.queue.put(event)
+        except StorageError as exc:
+            self.store_failed += 1
+            log.error("%s (%s)", exc.message, exc.hint)
+
+    def health(self) -> Heartbeat:
+        receiver_alive = self.receiver is not None and self.receiver.is_alive()
+        flags = (HB_RECEIVER_ALIVE if receiver_alive else 0) | (
+            HB_QUEUE_RESET if self.queue.reset_reason else 0)
+        return Heartbeat(
+            uptime=int(time.monotonic() - self.started),
+            interval=round(self.cfg.console.heartbeat_interval), queue_depth=self.queue.depth(),
+            oldest_age=int(self.queue.oldest_age()), dropped=self.queue.dropped(),
+            rejected=sum(self.rejected.values()), store_failed=self.store_failed, flags=flags)
+
     def send_heartbeat(self) -> None:
-        ack = self.beacon.heartbeat(int(time.monotonic() - self.started), self.queue.depth())
+        ack = self.beacon.heartbeat(self.health())
         skew = ack.console_time - time.time()
         if abs(skew) > CLOCK_SKEW_WARN:
             log.warning("device clock differs from the console's by %.0f s", skew)
@@ -133,40 +224,58 @@ class Agent:
         item = self.queue.oldest()
         if item is None:
             return False
-        self.beacon.deliver(item.id, item.message)
+        self.beacon.deliver(item.msg_id, item.message)
         self.queue.remove(item.id)
         return True
 
+    def check_listeners(self) -> None:
+        """Report the device's network listeners at start and whenever they change."""
+        now = listeners.read_listeners()
+        if now != self.listening:
+            self.listening = now
+            self.put_own(Event(EventCode.LISTENERS, time.time(), data=now))
+
+    # -- the whole agent -------------------------------------------------------------------------
+
     def serve(self) -> None:
-        """Run both loops until ``stop``; the socket is removed on the way out."""
-        sock = self.open_socket()
-        receiver = threading.Thread(target=self.receive_loop, args=(sock,), daemon=True)
-        receiver.start()
+        """Run until ``stop``; the main thread keeps the watchdog; sockets removed at the end."""
+        socks = self.open_sockets()
+        self.liveness.register("receiver", 10.0)
+        self.liveness.register("sender", 3 * MAX_WAIT + 3 * self.cfg.console.query_timeout)
+        self.receiver = threading.Thread(target=self.receive_loop, args=(socks,),
+                                         name="receiver", daemon=True)
+        sender = threading.Thread(target=self.run, name="sender", daemon=True)
+        self.receiver.start()
+        sender.start()
+        self.watchdog.ready(f"receiving on {len(socks)} event sockets")
+        period = self.watchdog.period or 10.0
+        threads = (self.receiver, sender)
+
+        def dead() -> list[str]:
+            return [t.name for t in threads if not t.is_alive()]
+
         try:
-            self.run()
+            while not self.stop.wait(min(period / 3, 2.0)):
+                self.watchdog.check(dead)
         finally:
             self.stop.set()
-            receiver.join(timeout=2)
-            self.close_socket(sock)
+            self.wake.set()
+            self.receiver.join(timeout=2)
+            sender.join(timeout=10)
+            self.close_sockets(socks)
             self.queue.close()
 
-    def close_socket(self, sock: socket.socket) -> None:
-        """Stop taking events, then keep those already in the socket buffer (never lose them).
+    def close_sockets(self, socks: dict[socket.socket, str]) -> None:
+        """Stop taking events, then keep those already in the socket buffers (never lose them).
 
         Unlinking first makes services' later sends fail, so they keep those in their backlog
         for the next agent; what they sent before is still buffered here and is drained.
         """
-        Path(self.cfg.event_socket).unlink(missing_ok=True)
-        sock.setblocking(False)
         limit = self.cfg.limits.event_datagram_bytes
         kept = 0
-        while True:
-            try:
-                data = sock.recv(limit + 1)
-            except OSError:  # BlockingIOError: empty
-                break
-            self.accept_datagram(data, limit)
-            kept += 1
-        sock.close()
+        for sock, service in socks.items():
+            Path(self.cfg.event_socket(service)).unlink(missing_ok=True)
+            kept += self._drain(sock, service, limit, burst=1 << 20)
+            sock.close()
         if kept:
             log.info("kept %d events that arrived while stopping", kept)

@@ -1,42 +1,29 @@
 """Persistent state of the beacon agent on the data partition: device key and counter epoch.
 
-Writes are atomic (temp file, fsync, rename, fsync the directory) so a power cut leaves either
+Writes go through :func:`firmware.shared.atomic.write_atomic`, so a power cut leaves either
 the old or the new file, never a torn one.  The counter epoch is bumped and made durable
-*before* the first frame of a run is sent, so counters never repeat across restarts.
+*before* the first frame of a run is sent, so counters only grow across restarts; each run also
+draws a random 32-bit session that goes into every nonce, so a data partition restored from a
+backup (or a cloned card), whose epoch went back, still never repeats a nonce.  When the console
+answers that a counter is stale (:class:`~firmware.protocol.messages.Stale`), ``jump`` moves the
+epoch past the console's highest counter and persists it.
 """
 
 from __future__ import annotations
 
-import os
+import logging
+import secrets
 from pathlib import Path
 
-from firmware.errors import StorageError
+from firmware.protocol.frame import MAX_SESSION
 from firmware.protocol.keys import OwnPrivateKey
-from firmware.protocol.replay import MAX_EPOCH, MAX_SEQ, make_counter
+from firmware.protocol.replay import MAX_EPOCH, MAX_SEQ, SEQ_BITS, make_counter
+from firmware.shared.atomic import write_atomic
+from firmware.shared.errors import StorageError
 
 KEY_FILE = "device.key"
 EPOCH_FILE = "counter.epoch"
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc.strerror}",
-                           hint="check that the data partition is mounted and not full") from None
+log = logging.getLogger(__name__)
 
 
 def load_or_create_key(data_dir: Path) -> tuple[OwnPrivateKey, bool]:
@@ -57,10 +44,11 @@ def load_or_create_key(data_dir: Path) -> tuple[OwnPrivateKey, bool]:
 
 
 class CounterSource:
-    """Hands out frame counters: a durable epoch per run plus an in-memory sequence."""
+    """Hands out (session, counter) pairs: a durable epoch per run plus an in-memory sequence."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, session: int | None = None) -> None:
         self.path = data_dir / EPOCH_FILE
+        self.session = secrets.randbelow(MAX_SESSION + 1) if session is None else session
         self.epoch = self._read() + 1
         self._persist()
         self.seq = 0
@@ -74,6 +62,14 @@ class CounterSource:
         self.seq += 1
         return counter
 
+    def jump(self, highest: int) -> None:
+        """Continue above ``highest`` (the console's floor for this device), durably."""
+        epoch = (highest >> SEQ_BITS) + 1
+        if epoch > self.epoch:
+            self.epoch = epoch
+            self._persist()
+            self.seq = 0
+
     def _read(self) -> int:
         try:
             text = self.path.read_text().strip()
@@ -81,9 +77,10 @@ class CounterSource:
             return 0
         except OSError as exc:
             raise StorageError(f"cannot read {self.path}: {exc.strerror}") from None
-        if not text.isdigit():
-            raise StorageError(f"{self.path} is corrupt",
-                               hint="remove it only together with device.key (re-pair)")
+        if not text.isdigit():  # survivable: the session keeps nonces unique, the console
+            log.error("%s is corrupt; starting at epoch 1 until the console says where to "
+                      "continue", self.path)  # answers Stale and the device jumps ahead
+            return 0
         return int(text)
 
     def _persist(self) -> None:

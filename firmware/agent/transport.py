@@ -17,7 +17,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
-from firmware.errors import TransportError
+from firmware.shared.errors import TransportError
 
 
 class Transport(Protocol):

@@ -2,8 +2,13 @@
 
 Codes follow OpenCanary's ``logtype`` numbers wherever OpenCanary has the event, so SIEM
 pipelines built for OpenCanary keep working; coalmine's own events take numbers OpenCanary does
-not use.  Codes are never renumbered or reused.  ``docs/events.md`` lists the same table and a
-test keeps code, docs and emitters in step.
+not use: 11xx are raised by the device's agent, 12xx by the console about a device.  Codes are
+never renumbered or reused.  ``docs/events.md`` lists the same table and a test keeps code, docs
+and emitters in step.
+
+``SOURCES`` says which codes each honeypot service may send: the agent knows which service sent
+a datagram (one socket per service) and refuses any other code from it, so a compromised service
+can neither forge another service's events nor the device-level ones (boot, drops, health).
 """
 
 from __future__ import annotations
@@ -16,7 +21,15 @@ class EventCode(enum.IntEnum):
 
     BOOT = 1000  # device runtime started (agent start after boot or restart)
     HEARTBEAT = 1004  # device alive; kept as the device's last-seen time, not stored per beat
-    EVENTS_DROPPED = 1101  # the persistent queue was full and the oldest events were dropped
+    EVENTS_DROPPED = 1101  # the persistent queue was full and events were dropped
+    QUEUE_RESET = 1102  # the queue was unreadable at start: moved aside, a new one begun
+    LISTENERS = 1103  # the device's listening sockets, at start and whenever they change
+    DEVICE_OFFLINE = 1200  # console: no heartbeat for three of the device's intervals
+    DEVICE_ONLINE = 1201  # console: heartbeats again after DEVICE_OFFLINE
+    DEVICE_STALLED = 1202  # console: the device's queue is not draining
+    DEVICE_UNHEALTHY = 1203  # console: the device rejects, drops or cannot store events
+    MESSAGE_UNDECODABLE = 1204  # console: an authentic message could not be read
+    DEVICE_CLONED = 1205  # console: two counter streams under one device key
     SSH_NEW_CONNECTION = 4000
     SSH_REMOTE_VERSION = 4001
     SSH_LOGIN_ATTEMPT = 4002
@@ -27,19 +40,25 @@ DESCRIPTIONS: dict[EventCode, str] = {
     EventCode.BOOT: "device runtime started",
     EventCode.HEARTBEAT: "device heartbeat",
     EventCode.EVENTS_DROPPED: "events dropped: device queue was full",
+    EventCode.QUEUE_RESET: "device event queue was unreadable and was reset",
+    EventCode.LISTENERS: "device listening sockets",
+    EventCode.DEVICE_OFFLINE: "device offline: heartbeats stopped",
+    EventCode.DEVICE_ONLINE: "device back online",
+    EventCode.DEVICE_STALLED: "device stalled: its events are not getting out",
+    EventCode.DEVICE_UNHEALTHY: "device unhealthy: events rejected, dropped or not stored",
+    EventCode.MESSAGE_UNDECODABLE: "an authentic message from the device could not be read",
+    EventCode.DEVICE_CLONED: "device key used by two counter streams: cloned or restored card",
     EventCode.SSH_NEW_CONNECTION: "SSH new connection",
     EventCode.SSH_REMOTE_VERSION: "SSH remote version",
     EventCode.SSH_LOGIN_ATTEMPT: "SSH password login attempt",
     EventCode.SSH_PUBKEY_ATTEMPT: "SSH public key login attempt",
 }
 
+# Which codes each service may hand to the agent (its ``event_codes`` must match).
+SOURCES: dict[str, frozenset[EventCode]] = {
+    "ssh": frozenset({EventCode.SSH_NEW_CONNECTION, EventCode.SSH_REMOTE_VERSION,
+                      EventCode.SSH_LOGIN_ATTEMPT, EventCode.SSH_PUBKEY_ATTEMPT}),
+}
+
 # logdata keys that hold secrets: masked by default wherever events are shown to people.
 SECRET_KEYS = frozenset({"PASSWORD"})
-
-
-def lookup(code: int) -> EventCode | None:
-    """Return the catalogue entry for ``code``, or None when the code is not in the catalogue."""
-    try:
-        return EventCode(code)
-    except ValueError:
-        return None

@@ -1,16 +1,23 @@
 """Events: the typed record services emit, its compact wire form and OpenCanary's JSON shape.
 
-On the wire an event is ``0x01 | zlib(compact JSON)``: small enough that an SSH login attempt
-fits one or two DNS queries.  The console turns it into OpenCanary's flat JSON (``src_host,
-src_port, dst_host, dst_port, node_id, logtype, logdata, utc_time, local_time,
+On the wire an event is ``0x01 | zlib(compact JSON)``, compressed against a preset dictionary
+(``DICTIONARY``: the keys, the JSON skeleton and common version strings), so an SSH login attempt
+with a random 40-character password is ~100 bytes and fits one or two DNS queries (219 bytes and
+three queries without the dictionary).  The console turns it into OpenCanary's flat JSON
+(``src_host, src_port, dst_host, dst_port, node_id, logtype, logdata, utc_time, local_time,
 local_time_adjusted``) so SIEM pipelines written for OpenCanary parse it unchanged.
-Everything decoded here came from a device and, before that, from an attacker: types, sizes and
-key names are checked and strings are bounded.
+Everything decoded here came from a device and, before that, from an attacker, so ``from_compact``
+(used by the agent on every local datagram and by the console on every message) accepts only what
+every later step can hold: codes in the catalogue, times a ``datetime`` can represent, host
+fields that are IP addresses, ports in range, integers a JSON consumer reads exactly, and strings
+made inert and bounded (:mod:`firmware.protocol.text`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import ipaddress
 import json
 import re
 import zlib
@@ -18,23 +25,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from firmware.errors import DecodeError
-from firmware.protocol.catalogue import SECRET_KEYS, EventCode, lookup
+from firmware.protocol.catalogue import SECRET_KEYS, EventCode
+from firmware.protocol.text import inert
+from firmware.shared.errors import DecodeError
 
 MSG_EVENT = 0x01
-MAX_VALUE_CHARS = 1024
+# Part of the protocol: changing a byte changes every message (pinned by a golden vector).
+DICTIONARY = (
+    b'"KEYTYPE":"ssh-rsa","FINGERPRINT":"SHA256:","HASSH":"","NODE":"","COUNT":"TCP":"UDP":'
+    b'"REASON":"SSH-2.0-libssh_0.10.6","SSH-2.0-Go","SSH-2.0-PuTTY_Release_0.80",'
+    b'"SSH-2.0-paramiko_3.4.0"{"c":1000,"t":1700000000000000,"sh":"","sp":-1,"dh":"","dp":-1,'
+    b'"d":{}}{"c":4002,"t":1764460000000000,"sh":"192.168.1.10","sp":54321,"dh":"10.0.0.1",'
+    b'"dp":22,"d":{"USERNAME":"root","PASSWORD":"admin123","LOCALVERSION":"SSH-2.0-OpenSSH_9.2p1 '
+    b'Debian-2+deb12u3","REMOTEVERSION":"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13.5"}}'
+)
 MAX_KEYS = 32
+MAX_HOST_CHARS = 64
+MAX_INT = 2**53 - 1  # integers a JSON reader (and a SIEM) reads exactly
+# Latest time every view can render: a day short of datetime.max, so converting it to any local
+# time zone (OpenCanary's local_time_adjusted) still fits.
+MAX_TIME_US = int(dt.datetime(9999, 12, 30, tzinfo=dt.UTC).timestamp()) * 1_000_000
 MAX_EVENT_BYTES = 16384
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+_CODES = {int(c): c for c in EventCode}
 SECRET_MASK = "********"  # noqa: S105 -- what replaces a secret, not one
 KEY_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,31}")  # logdata keys, also checked by services
 
 Value = str | int
-
-
-def bound(text: str, limit: int = MAX_VALUE_CHARS) -> str:
-    """Cut attacker-supplied text to ``limit`` characters (marking the cut)."""
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 @dataclass(frozen=True)
@@ -58,50 +75,63 @@ class Event:
 
 
 def from_compact(obj: object) -> Event:
-    """Validate a compact dict (from the wire or the local event socket) into an Event."""
-    if not isinstance(obj, dict):
+    """Validate a compact dict (from the wire or the local event socket) into an Event.
+
+    Written for speed (``type(x) is int`` also refuses bools; one dict of codes instead of an
+    enum call): the console runs it for every event it stores.
+    """
+    if type(obj) is not dict:
         raise DecodeError("event is not an object", offset=0)
-    code = lookup(_int(obj, "c", 0, 65535))
+    code = _CODES.get(_int(obj, "c", 0, 65535))
     if code is None:
         raise DecodeError(f"event code {obj.get('c')!r} is not in the catalogue", offset=0)
     data = obj.get("d", {})
-    if not isinstance(data, dict) or len(data) > MAX_KEYS:
+    if type(data) is not dict or len(data) > MAX_KEYS:
         raise DecodeError("event data is not a small object", offset=0)
     clean: dict[str, Value] = {}
     for k, v in data.items():
-        if not isinstance(k, str) or not KEY_PATTERN.fullmatch(k):
-            raise DecodeError(f"bad event data key {str(k)[:40]!r}", offset=0)
-        if isinstance(v, bool) or not isinstance(v, str | int):
-            raise DecodeError(f"event data {k} is not a string or integer", offset=0)
-        clean[k] = bound(v) if isinstance(v, str) else v
-    return Event(
-        code=code, time=_int(obj, "t", 0, 2**63) / 1_000_000,
-        src_host=bound(_str(obj, "sh"), 255), src_port=_int(obj, "sp", -1, 65535),
-        dst_host=bound(_str(obj, "dh"), 255), dst_port=_int(obj, "dp", -1, 65535), data=clean,
-    )
+        if type(k) is not str or not KEY_PATTERN.fullmatch(k):
+            raise DecodeError(f"bad event data key {inert(str(k), 40)!r}", offset=0)
+        if type(v) is str:
+            clean[k] = inert(v)
+        elif type(v) is int and -MAX_INT <= v <= MAX_INT:
+            clean[k] = v
+        else:
+            raise DecodeError(f"event data {k} is not a string or an integer in range", offset=0)
+    return Event(code, _int(obj, "t", 0, MAX_TIME_US) / 1_000_000,
+                 _host(obj, "sh"), _int(obj, "sp", -1, 65535),
+                 _host(obj, "dh"), _int(obj, "dp", -1, 65535), clean)
 
 
 def encode_message(event: Event) -> bytes:
     text = json.dumps(event.to_compact(), separators=(",", ":"), ensure_ascii=False)
-    return bytes((MSG_EVENT,)) + zlib.compress(text.encode("utf-8"), 9)
+    deflater = zlib.compressobj(9, zdict=DICTIONARY)
+    return bytes((MSG_EVENT,)) + deflater.compress(text.encode("utf-8")) + deflater.flush()
 
 
 def decode_message(message: bytes) -> Event:
     """Decode a reassembled event message; bounded decompression, strict validation."""
+    return decode_message_text(message)[0]
+
+
+def decode_message_text(message: bytes) -> tuple[Event, str]:
+    """The event and the JSON text it was decoded from (which, once validated, is what the
+    console stores: reading it back runs ``from_compact`` again and gives the same event)."""
     if not message or message[0] != MSG_EVENT:
         raise DecodeError("not an event message", offset=0)
-    inflater = zlib.decompressobj()
+    inflater = zlib.decompressobj(zdict=DICTIONARY)
     try:
         raw = inflater.decompress(message[1:], MAX_EVENT_BYTES)
     except zlib.error as exc:
         raise DecodeError(f"event does not decompress: {exc}", offset=1) from None
     if inflater.unconsumed_tail or not inflater.eof:
         raise DecodeError("event too large or truncated", offset=len(message))
+    text = raw.decode("utf-8", errors="replace")
     try:
-        obj = json.loads(raw.decode("utf-8", errors="replace"))
-    except ValueError as exc:
-        raise DecodeError(f"event is not JSON: {exc}", offset=1) from None
-    return from_compact(obj)
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # deep nesting exhausts the parser's stack
+        raise DecodeError(f"event is not JSON: {type(exc).__name__}", offset=1) from None
+    return from_compact(obj), text
 
 
 def masked(logdata: Mapping[str, Any]) -> dict[str, Any]:
@@ -125,13 +155,28 @@ def to_opencanary(event: Event, node_id: str, *, mask_secrets: bool = True) -> d
 
 def _int(obj: dict[str, Any], key: str, lo: int, hi: int) -> int:
     v = obj.get(key)
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+    if type(v) is not int or not lo <= v <= hi:
         raise DecodeError(f"event field {key} is not an integer in [{lo}, {hi}]", offset=0)
     return v
 
 
-def _str(obj: dict[str, Any], key: str) -> str:
+def _host(obj: dict[str, Any], key: str) -> str:
+    """A host field: empty, or an IP address (normalised; an IPv4-mapped IPv6 becomes IPv4)."""
     v = obj.get(key, "")
-    if not isinstance(v, str):
-        raise DecodeError(f"event field {key} is not a string", offset=0)
-    return v
+    if type(v) is not str or len(v) > MAX_HOST_CHARS:
+        raise DecodeError(f"event field {key} is not a short string", offset=0)
+    host = _normal_ip(v) if v else ""
+    if host is None:
+        raise DecodeError(f"event field {key} is not an IP address", offset=0)
+    return host
+
+
+@functools.lru_cache(maxsize=4096)  # attacks repeat their addresses; parsing costs ~10 us
+def _normal_ip(text: str) -> str | None:
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)

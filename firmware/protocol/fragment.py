@@ -8,15 +8,16 @@ retransmitted fragment changes nothing.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from firmware.errors import DecodeError, InputError
 from firmware.protocol.messages import FRAGMENT_HEADER_LEN, MAX_FRAGMENTS, Fragment
+from firmware.shared.errors import DecodeError, InputError
 
 
-def split(message: bytes, msg_id: int, body_room: int) -> list[Fragment]:
-    """Cut ``message`` into fragments whose bodies fit ``body_room`` bytes."""
-    size = body_room - FRAGMENT_HEADER_LEN
+def split(message: bytes, msg_id: int, body_size: int) -> list[Fragment]:
+    """Cut ``message`` into fragments whose padded bodies fit ``body_size`` bytes."""
+    size = body_size - FRAGMENT_HEADER_LEN - 1  # one byte at least for the padding
     if size <= 0:
         raise ValueError("no room for fragment data")
     count = max(1, -(-len(message) // size))
@@ -31,51 +32,72 @@ def split(message: bytes, msg_id: int, body_room: int) -> list[Fragment]:
 class _Partial:
     count: int
     started: float
+    size: int = 0
     chunks: dict[int, bytes] = field(default_factory=dict)
-
-    def size(self) -> int:
-        return sum(len(c) for c in self.chunks.values())
 
 
 @dataclass
 class Reassembler:
-    """Collects fragments per (device, message id); returns the message once it is whole."""
+    """Collects fragments per (device, message id); returns the message once it is whole.
+
+    Partial messages are kept per device, oldest first, so bounding one device's count costs
+    nothing and aged partials are swept at most every tenth of ``max_age``.
+    """
 
     max_partial_per_device: int = 16
     max_message_bytes: int = 16384
     max_age: float = 600.0
-    _partial: dict[tuple[bytes, int], _Partial] = field(default_factory=dict)
+    _partial: dict[bytes, OrderedDict[int, _Partial]] = field(default_factory=dict)
+    _swept: float = 0.0
 
     def add(
         self, device_id: bytes, frag: Fragment, now: float
     ) -> tuple[bytes | None, frozenset[int]]:
         """Add ``frag``; return (whole message or None, indexes received so far)."""
         if frag.count == 1:
-            return frag.chunk, frozenset({0})
-        key = (device_id, frag.msg_id)
-        part = self._partial.get(key)
+            return frag.chunk, _ONE
+        part = self._partial.get(device_id, _NONE).get(frag.msg_id)
         if part is None:
-            self._expire(device_id, now)
-            part = self._partial[key] = _Partial(frag.count, now)
+            self._sweep(now)
+        mine = self._partial.setdefault(device_id, OrderedDict())
+        if part is None:
+            while len(mine) >= self.max_partial_per_device:
+                mine.popitem(last=False)
+            part = mine[frag.msg_id] = _Partial(frag.count, now)
         if part.count != frag.count:
-            raise DecodeError(f"fragment count {frag.count} differs from {part.count}", offset=6)
-        part.chunks.setdefault(frag.index, frag.chunk)
-        if part.size() > self.max_message_bytes:
-            del self._partial[key]
+            raise DecodeError(f"fragment count {frag.count} differs from {part.count}", offset=10)
+        if frag.index not in part.chunks:
+            part.chunks[frag.index] = frag.chunk
+            part.size += len(frag.chunk)
+        if part.size > self.max_message_bytes:
+            del mine[frag.msg_id]
             raise InputError(f"message {frag.msg_id} exceeds {self.max_message_bytes} bytes")
         if len(part.chunks) < part.count:
             return None, frozenset(part.chunks)
-        del self._partial[key]
+        del mine[frag.msg_id]
+        if not mine:
+            del self._partial[device_id]
         return b"".join(part.chunks[i] for i in range(part.count)), frozenset(range(part.count))
 
     def pending(self) -> int:
-        return len(self._partial)
+        return sum(len(mine) for mine in self._partial.values())
 
-    def _expire(self, device_id: bytes, now: float) -> None:
-        for key in [k for k, p in self._partial.items() if now - p.started > self.max_age]:
-            del self._partial[key]
-        mine = sorted(
-            (p.started, k) for k, p in self._partial.items() if k[0] == device_id
-        )
-        for _, key in mine[: max(0, len(mine) - self.max_partial_per_device + 1)]:
-            del self._partial[key]
+    def holds(self, device_id: bytes, msg_id: int) -> bool:
+        """Whether part of this message is here (then it cannot have been stored yet)."""
+        mine = self._partial.get(device_id)
+        return mine is not None and msg_id in mine
+
+    def _sweep(self, now: float) -> None:
+        """Drop partial messages older than ``max_age`` (every tenth of it, at most)."""
+        if now - self._swept < self.max_age / 10:
+            return
+        self._swept = now
+        for device_id, mine in list(self._partial.items()):
+            for msg_id in [m for m, p in mine.items() if now - p.started > self.max_age]:
+                del mine[msg_id]
+            if not mine:
+                del self._partial[device_id]
+
+
+_ONE = frozenset({0})
+_NONE: OrderedDict[int, _Partial] = OrderedDict()

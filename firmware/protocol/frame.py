@@ -1,72 +1,104 @@
-"""Encrypted frames of DNS protocol v1 (docs/protocol.md): header, nonce, seal and open.
+"""Encrypted frames of DNS protocol v2 (docs/protocol.md): header, nonce, seal and open.
 
-frame  = device_id(4) | counter(6) | secretbox(body)          (16-byte MAC inside the box)
-nonce  = direction(1) | device_id(4) | counter(6) | zero(13)   (never sent)
-answer = secretbox(reply) under the same device id and counter, direction DOWN
+frame  = kind(1) | device_id(8) | session(4) | counter(6) | secretbox(body)   (16-byte MAC)
+nonce  = direction(1) | kind(1) | device_id(8) | session(4) | counter(6) | zero(4)  (not sent)
+answer = secretbox(reply) under the same header, direction DOWN
 
-The clear header is authenticated because it is part of the nonce; an answer opens only for
-the query it answers.  Pure functions: no I/O, keys passed in.
+The whole clear header is authenticated because it is the nonce; an answer opens only for the
+query it answers.  ``session`` is random per agent start, so even a device whose counters went
+back (its data partition restored from a backup, or a cloned card) never repeats a nonce: the
+first frame after a restore is already safe.  Pure functions: no I/O, keys passed in.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from nacl.bindings import crypto_secretbox, crypto_secretbox_open
 from nacl.exceptions import CryptoError
 
-from firmware.errors import AuthenticationError, DecodeError
+from firmware.protocol.names import max_frame_bytes
+from firmware.shared.errors import AuthenticationError, DecodeError
 
-DEVICE_ID_LEN = 4
+KIND_DEVICE = 0x02  # a frame from an enrolled device (heartbeats, fragments)
+KIND_REGISTER = 0x03  # reserved: registration of a device the console does not know yet
+KINDS = frozenset({KIND_DEVICE, KIND_REGISTER})
+DEVICE_ID_LEN = 8
+SESSION_LEN = 4
 COUNTER_LEN = 6
-HEADER_LEN = DEVICE_ID_LEN + COUNTER_LEN
+HEADER_LEN = 1 + DEVICE_ID_LEN + SESSION_LEN + COUNTER_LEN
 MAC_LEN = 16
 OVERHEAD = HEADER_LEN + MAC_LEN
 MAX_COUNTER = (1 << (8 * COUNTER_LEN)) - 1
+MAX_SESSION = (1 << (8 * SESSION_LEN)) - 1
 
 UP = 1  # device -> console (query name)
 DOWN = 2  # console -> device (TXT answer)
 _ZERO = bytes(24 - 1 - HEADER_LEN)
+_HEADER = struct.Struct(">B8sIHI")  # kind, device id, session, counter (16 + 32 bits)
+_UP = bytes((UP,))
+_DOWN = bytes((DOWN,))
 
 
 @dataclass(frozen=True, slots=True)
 class Header:
-    """The clear part of a frame: who sent it and under which counter."""
+    """The clear part of a frame: who sent it, in which agent session, under which counter."""
 
     device_id: bytes
+    session: int
     counter: int
+    kind: int = KIND_DEVICE
+
+    def wire(self) -> bytes:
+        return (bytes((self.kind,)) + self.device_id + self.session.to_bytes(SESSION_LEN, "big")
+                + self.counter.to_bytes(COUNTER_LEN, "big"))
 
 
-def nonce(direction: int, device_id: bytes, counter: int) -> bytes:
-    return bytes((direction,)) + device_id + counter.to_bytes(COUNTER_LEN, "big") + _ZERO
+def body_size(zone: str) -> int:
+    """The padded size of every upstream body under ``zone``: one full query name's room."""
+    return max_frame_bytes(zone) - OVERHEAD
 
 
-def seal(key: bytes, device_id: bytes, counter: int, body: bytes) -> bytes:
+def nonce(direction: int, header: Header) -> bytes:
+    return bytes((direction,)) + header.wire() + _ZERO
+
+
+def seal(key: bytes, header: Header, body: bytes) -> bytes:
     """Build an upstream frame carrying ``body``."""
-    if len(device_id) != DEVICE_ID_LEN or not 0 <= counter <= MAX_COUNTER:
-        raise ValueError("bad device id or counter")
-    header = device_id + counter.to_bytes(COUNTER_LEN, "big")
-    return header + crypto_secretbox(body, nonce(UP, device_id, counter), key)
+    if (len(header.device_id) != DEVICE_ID_LEN or header.kind not in KINDS
+            or not 0 <= header.counter <= MAX_COUNTER or not 0 <= header.session <= MAX_SESSION):
+        raise ValueError("bad frame header")
+    return header.wire() + crypto_secretbox(body, nonce(UP, header), key)
 
 
 def parse_header(frame: bytes) -> Header:
     """Read the clear header; the body stays sealed until ``open_body`` with the device's key."""
     if len(frame) < OVERHEAD:
         raise DecodeError(f"frame of {len(frame)} bytes is shorter than {OVERHEAD}", offset=0)
-    return Header(frame[:DEVICE_ID_LEN], int.from_bytes(frame[DEVICE_ID_LEN:HEADER_LEN], "big"))
+    kind, device_id, session, high, low = _HEADER.unpack_from(frame)
+    if kind not in KINDS:
+        raise DecodeError(f"unknown frame kind 0x{kind:02x}", offset=0)
+    return Header(device_id, session, high << 32 | low, kind)
 
 
 def open_body(key: bytes, header: Header, frame: bytes) -> bytes:
-    """Authenticate and decrypt the body of an upstream frame."""
-    try:
-        return bytes(crypto_secretbox_open(frame[HEADER_LEN:], nonce(UP, *_h(header)), key))
+    """Authenticate and decrypt the body of an upstream frame (``header`` was read from it)."""
+    try:  # the frame's own header bytes are the nonce's: no need to serialise ``header``
+        nonce_ = _UP + frame[:HEADER_LEN] + _ZERO
+        return bytes(crypto_secretbox_open(frame[HEADER_LEN:], nonce_, key))
     except CryptoError:
         raise AuthenticationError("frame does not authenticate under the device key") from None
 
 
 def seal_reply(key: bytes, header: Header, reply: bytes) -> bytes:
     """Encrypt the console's reply to the frame with ``header``."""
-    return bytes(crypto_secretbox(reply, nonce(DOWN, *_h(header)), key))
+    return bytes(crypto_secretbox(reply, nonce(DOWN, header), key))
+
+
+def seal_reply_wire(key: bytes, frame: bytes, reply: bytes) -> bytes:
+    """``seal_reply`` for the frame as received: its header bytes are the nonce's."""
+    return bytes(crypto_secretbox(reply, _DOWN + frame[:HEADER_LEN] + _ZERO, key))
 
 
 def open_reply(key: bytes, header: Header, data: bytes) -> bytes:
@@ -74,10 +106,6 @@ def open_reply(key: bytes, header: Header, data: bytes) -> bytes:
     if len(data) < MAC_LEN:
         raise DecodeError("reply shorter than its MAC", offset=len(data))
     try:
-        return bytes(crypto_secretbox_open(data, nonce(DOWN, *_h(header)), key))
+        return bytes(crypto_secretbox_open(data, nonce(DOWN, header), key))
     except CryptoError:
         raise AuthenticationError("reply does not authenticate for this query") from None
-
-
-def _h(header: Header) -> tuple[bytes, int]:
-    return header.device_id, header.counter

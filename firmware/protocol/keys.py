@@ -1,8 +1,12 @@
-"""Keys typed by role, device ids and the cached shared key of DNS protocol v1.
+"""Keys typed by role, device ids and the cached shared key of DNS protocol v2.
 
 A device holds its own X25519 private key and the console's public key; the console holds its
 own private key and each device's public key.  Both sides derive the same 32-byte secretbox key
 once (crypto_box_beforenm, ~33 us) and cache it: per frame only the cheap secretbox runs.
+A public key is checked before anyone relies on it: low-order points (32 zero bytes and the
+other small-subgroup points) make every shared key the same, so they are refused at the edge.
+The device id is 8 bytes of a hash of the public key: grinding a key whose id squats another
+device's costs about 2^64 key generations.
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 
+from nacl.bindings import crypto_scalarmult
+from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 
-from firmware.errors import DecodeError
 from firmware.protocol.frame import DEVICE_ID_LEN
+from firmware.shared.errors import DecodeError
 
 KEY_LEN = 32
 _ID_PERSON = b"coalmine-devid"
+_PROBE_SCALAR = bytes([8] + [1] * 30 + [64])  # a fixed clamped scalar
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,11 @@ class PeerPublicKey:
     def __post_init__(self) -> None:
         if len(self.raw) != KEY_LEN:
             raise DecodeError(f"public key must be {KEY_LEN} bytes", offset=len(self.raw))
+        try:  # any clamped scalar times a low-order point is the identity: libsodium refuses
+            crypto_scalarmult(_PROBE_SCALAR, self.raw)
+        except CryptoError:
+            raise DecodeError("not a usable X25519 public key (low-order point)",
+                              offset=0) from None
 
     @classmethod
     def from_text(cls, text: str) -> PeerPublicKey:
@@ -68,7 +80,7 @@ class OwnPrivateKey:
 
 
 def device_id_for(public_key: bytes) -> bytes:
-    """The 4-byte device id carried in clear in every frame: a hash of the device public key."""
+    """The 8-byte device id carried in clear in every frame: a hash of the device public key."""
     return hashlib.blake2b(public_key, digest_size=DEVICE_ID_LEN, person=_ID_PERSON).digest()
 
 

@@ -1,10 +1,18 @@
-"""Bodies of upstream frames and of the console's replies (DNS protocol v1).
+"""Bodies of upstream frames and of the console's replies (DNS protocol v2).
 
-Upstream bodies:  HEARTBEAT(0x01) uptime u32 | queue_depth u16 | flags u8
-                  FRAGMENT(0x02)  msg_id u32 | index u8 | count u8 | chunk
-Replies:          HEARTBEAT_ACK(0x81) flags u8 | console_time u32
-                  FRAGMENT_ACK(0x82)  msg_id u32 | complete u8 | count u8 | bitmap
-Each decoder reads through ``Reader`` and raises ``DecodeError`` with the offset.
+Every upstream body is padded to the same size (the room a full query name leaves under the
+zone) and every reply to ``REPLY_SIZE``, with ISO/IEC 7816-4 padding (0x80, then zeros) inside
+the box: on the wire a heartbeat, an event fragment and their answers all look alike, so whoever
+controls the DNS path cannot drop events and let heartbeats pass.
+
+Upstream:  HEARTBEAT(0x01) uptime u32 | interval u16 | queue u32 | oldest_age u32 |
+                           dropped u32 | rejected u32 | store_failed u32 | flags u8
+           FRAGMENT(0x02)  msg_id u64 | index u8 | count u8 | chunk
+Replies:   HEARTBEAT_ACK(0x81) flags u8 | console_time u32
+           FRAGMENT_ACK(0x82)  msg_id u64 | complete u8 | count u8 | bitmap
+           STALE(0x83)         highest counter u48 (the device jumps past it)
+Every decoder raises ``DecodeError`` with the offset: replies read through ``Reader``; bodies,
+on the console's hot path, unpack with ``struct`` after an explicit length check.
 """
 
 from __future__ import annotations
@@ -12,23 +20,38 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from firmware.errors import DecodeError
 from firmware.protocol.reader import Reader
+from firmware.shared.errors import DecodeError
 
 HEARTBEAT = 0x01
 FRAGMENT = 0x02
 HEARTBEAT_ACK = 0x81
 FRAGMENT_ACK = 0x82
-FRAGMENT_HEADER_LEN = 7
+STALE = 0x83
+FRAGMENT_HEADER_LEN = 11
 MAX_FRAGMENTS = 255
-FLAG_COMMANDS_PENDING = 0x01
+REPLY_SIZE = 48
+PAD = 0x80
+
+# Heartbeat flags (device -> console)
+HB_RECEIVER_ALIVE = 0x01  # the event receiver thread is running
+HB_QUEUE_RESET = 0x02  # the queue was unreadable at start and was moved aside (events lost)
+# Heartbeat-ack flags (console -> device)
+ACK_COMMANDS_PENDING = 0x01
 
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
+    """What an operator needs to trust a device's silence (see docs/protocol.md)."""
+
     uptime: int
-    queue_depth: int
-    flags: int = 0
+    interval: int  # seconds between heartbeats: the console judges "offline" per device
+    queue_depth: int = 0
+    oldest_age: int = 0  # seconds the oldest queued event has waited
+    dropped: int = 0  # events dropped because the queue was full (since the queue was made)
+    rejected: int = 0  # datagrams refused at the event socket (since the agent started)
+    store_failed: int = 0  # events that could not be stored (disk full ...) since start
+    flags: int = HB_RECEIVER_ALIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,58 +76,104 @@ class FragmentAck:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """The frame's counter is at or below what the console holds: continue above ``highest``."""
+
+    highest: int
+
+
 Body = Heartbeat | Fragment
-Reply = HeartbeatAck | FragmentAck
+Reply = HeartbeatAck | FragmentAck | Stale
 
-_HB = struct.Struct(">BIHB")
-_FRAG = struct.Struct(">BIBB")
+_HB = struct.Struct(">BIHIIIIIB")
+_FRAG = struct.Struct(">BQBB")
 _HBACK = struct.Struct(">BBI")
-_FACK = struct.Struct(">BIBB")
+_FACK = struct.Struct(">BQBB")
+_U32 = 0xFFFFFFFF
+_PADS = [bytes((PAD,)) + bytes(REPLY_SIZE - n - 1) for n in range(REPLY_SIZE)]
+_FULL = [bytes([0xFF] * (n // 8) + ([(0xFF << (8 - n % 8)) & 0xFF] if n % 8 else []))
+         for n in range(MAX_FRAGMENTS + 1)]
 
 
-def encode_body(body: Body) -> bytes:
+def pad(data: bytes, size: int) -> bytes:
+    """``data`` + 0x80 + zeros up to ``size`` bytes."""
+    if len(data) + 1 > size:
+        raise ValueError(f"{len(data)} bytes do not fit a padded block of {size}")
+    return data + bytes((PAD,)) + bytes(size - len(data) - 1)
+
+
+def unpad(data: bytes) -> bytes:
+    """Remove 7816-4 padding; a block without it is malformed."""
+    end = len(data.rstrip(b"\x00"))
+    if end == 0 or data[end - 1] != PAD:
+        raise DecodeError("missing padding", offset=max(0, end - 1))
+    return data[: end - 1]
+
+
+def encode_body(body: Body, size: int) -> bytes:
+    """The body padded to ``size`` bytes (the room one full query name leaves)."""
     if isinstance(body, Heartbeat):
-        return _HB.pack(HEARTBEAT, min(body.uptime, 0xFFFFFFFF), min(body.queue_depth, 0xFFFF),
-                        body.flags)
-    if not (0 <= body.index < body.count <= MAX_FRAGMENTS and body.chunk):
-        raise ValueError("bad fragment index/count or empty chunk")
-    return _FRAG.pack(FRAGMENT, body.msg_id, body.index, body.count) + body.chunk
+        raw = _HB.pack(HEARTBEAT, min(body.uptime, _U32), min(body.interval, 0xFFFF),
+                       *(min(v, _U32) for v in (body.queue_depth, body.oldest_age, body.dropped,
+                                                body.rejected, body.store_failed)),
+                       body.flags)
+    else:
+        if not (0 <= body.index < body.count <= MAX_FRAGMENTS and body.chunk):
+            raise ValueError("bad fragment index/count or empty chunk")
+        raw = _FRAG.pack(FRAGMENT, body.msg_id, body.index, body.count) + body.chunk
+    return pad(raw, size)
 
 
 def decode_body(data: bytes) -> Body:
-    r = Reader(data)
-    kind = r.uint(1, "body type")
+    """Fixed-size fields with ``struct`` after an explicit length check: this runs for every
+    query the console answers, and it is ~3x cheaper than field-by-field ``Reader`` calls."""
+    body = unpad(data)
+    kind = body[0] if body else -1
     if kind == HEARTBEAT:
-        out: Body = Heartbeat(r.uint(4, "uptime"), r.uint(2, "queue depth"), r.uint(1, "flags"))
-        r.end("heartbeat")
-        return out
+        if len(body) != _HB.size:
+            raise DecodeError(f"heartbeat of {len(body)} bytes, not {_HB.size}",
+                              offset=min(len(body), _HB.size))
+        _, up, interval, depth, age, dropped, rejected, failed, flags = _HB.unpack(body)
+        return Heartbeat(up, interval, depth, age, dropped, rejected, failed, flags)
     if kind == FRAGMENT:
-        msg_id, index, count = r.uint(4, "message id"), r.uint(1, "index"), r.uint(1, "count")
+        if len(body) <= _FRAG.size:
+            raise DecodeError("truncated or empty fragment", offset=len(body))
+        _, msg_id, index, count = _FRAG.unpack_from(body)
         if not index < count:
-            raise DecodeError(f"fragment index {index} not below count {count}", offset=5)
-        chunk = r.rest()
-        if not chunk:
-            raise DecodeError("empty fragment", offset=r.offset)
-        return Fragment(msg_id, index, count, chunk)
-    raise DecodeError(f"unknown body type 0x{kind:02x}", offset=0)
+            raise DecodeError(f"fragment index {index} not below count {count}", offset=9)
+        return Fragment(msg_id, index, count, body[_FRAG.size:])
+    raise DecodeError(f"unknown body type 0x{kind & 0xFF:02x}" if body else "empty body",
+                      offset=0)
 
 
 def encode_reply(reply: Reply) -> bytes:
+    """The reply padded to ``REPLY_SIZE`` bytes: every answer has the same size."""
     if isinstance(reply, HeartbeatAck):
-        return _HBACK.pack(HEARTBEAT_ACK, reply.flags, reply.console_time & 0xFFFFFFFF)
-    bitmap = bytearray((reply.count + 7) // 8)
-    for i in reply.received:
-        bitmap[i // 8] |= 0x80 >> (i % 8)
-    return _FACK.pack(FRAGMENT_ACK, reply.msg_id, int(reply.complete), reply.count) + bitmap
+        raw = _HBACK.pack(HEARTBEAT_ACK, reply.flags, reply.console_time & _U32)
+    elif isinstance(reply, Stale):
+        raw = bytes((STALE,)) + reply.highest.to_bytes(6, "big")
+    else:
+        if len(reply.received) == reply.count:  # all of them: the bitmap is known
+            bitmap = _FULL[reply.count]
+        else:
+            mask = bytearray((reply.count + 7) // 8)
+            for i in reply.received:
+                mask[i // 8] |= 0x80 >> (i % 8)
+            bitmap = bytes(mask)
+        raw = _FACK.pack(FRAGMENT_ACK, reply.msg_id, int(reply.complete), reply.count) + bitmap
+    return raw + _PADS[len(raw)]
 
 
 def decode_reply(data: bytes) -> Reply:
-    r = Reader(data)
+    r = Reader(unpad(data))
     kind = r.uint(1, "reply type")
     if kind == HEARTBEAT_ACK:
         out: Reply = HeartbeatAck(r.uint(1, "flags"), r.uint(4, "console time"))
+    elif kind == STALE:
+        out = Stale(r.uint(6, "highest counter"))
     elif kind == FRAGMENT_ACK:
-        msg_id, complete, count = r.uint(4, "message id"), r.uint(1, "complete"), r.uint(1, "count")
+        msg_id, complete, count = r.uint(8, "message id"), r.uint(1, "complete"), r.uint(1, "count")
         bitmap = r.take((count + 7) // 8, "bitmap")
         received = frozenset(i for i in range(count) if bitmap[i // 8] & (0x80 >> (i % 8)))
         out = FragmentAck(msg_id, bool(complete), received, count)

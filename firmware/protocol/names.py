@@ -10,13 +10,12 @@ padding, zero pad bits, so every frame has exactly one name.
 from __future__ import annotations
 
 import base64
-import re
+from collections.abc import Sequence
 
-from firmware.errors import DecodeError
+from firmware.shared.errors import DecodeError
 
 MAX_LABEL = 63
 MAX_NAME_WIRE = 255  # RFC 1035: whole name on the wire, length bytes and root included
-_B32HEX = re.compile(r"[0-9a-vA-V]+")
 
 
 def encode_frame(frame: bytes) -> list[str]:
@@ -25,8 +24,9 @@ def encode_frame(frame: bytes) -> list[str]:
     return [text[i : i + MAX_LABEL] for i in range(0, len(text), MAX_LABEL)]
 
 
-def decode_labels(labels: list[str]) -> bytes:
-    """Decode data labels (any letter case) back into the frame; non-canonical input raises."""
+def decode_labels(labels: Sequence[str] | Sequence[bytes]) -> bytes:
+    """Decode data labels (any letter case; text, or raw bytes as the console receives them)
+    back into the frame; non-canonical input raises."""
     if not labels:
         raise DecodeError("no data labels", offset=0)
     for i, label in enumerate(labels[:-1]):
@@ -35,15 +35,21 @@ def decode_labels(labels: list[str]) -> bytes:
     last = labels[-1]
     if not 0 < len(last) <= MAX_LABEL:
         raise DecodeError("last data label has a bad length", offset=len(labels) - 1)
-    text = "".join(labels)
-    if not _B32HEX.fullmatch(text):
-        raise DecodeError("character outside base32hex", offset=0)
+    if isinstance(last, bytes):  # int() and re take bytes as they are: no decoding step
+        text = b"".join(labels)  # type: ignore[arg-type]
+    else:
+        text = "".join(labels).encode("latin-1", "replace")  # type: ignore[arg-type]
     chars = len(text)
     nbytes = chars * 5 // 8
     if (nbytes * 8 + 4) // 5 != chars:
         raise DecodeError(f"{chars} characters is not a whole number of bytes", offset=chars)
+    try:  # isalnum() excludes what int() would also take (signs, "_", spaces)
+        value = int(text, 32) if text.isalnum() else -1
+    except ValueError:  # letters beyond v
+        value = -1
+    if value < 0:
+        raise DecodeError("character outside base32hex", offset=0)
     pad = chars * 5 - nbytes * 8
-    value = int(text, 32)
     if value & ((1 << pad) - 1):
         raise DecodeError("non-zero pad bits", offset=chars)
     return (value >> pad).to_bytes(nbytes, "big")

@@ -6,7 +6,7 @@ carrying the offset, never ``IndexError`` or a silently short slice.
 
 from __future__ import annotations
 
-from firmware.errors import DecodeError
+from firmware.shared.errors import DecodeError
 
 
 class Reader:

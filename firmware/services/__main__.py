@@ -2,9 +2,11 @@
 
 ``python3 -m firmware.services NAME --config FILE [--config FILE ...]`` loads the layered device
 configuration, starts the named service with a sink to the agent's event socket and serves until
-SIGTERM or SIGINT.  Errors become a message, a hint and an exit code here only (through
-``firmware.cli.main_guard``, like the agent).  Logs go to stderr (the journal); they never
-contain passwords.
+SIGTERM or SIGINT.  ``NAME --make-host-key [--key-group GROUP]`` instead creates what the
+service reads but may not write (the SSH host key) and exits: on the device a root oneshot runs
+it before the service, which itself gets no writable storage.  Errors become a message, a hint
+and an exit code here only (through ``firmware.shared.cli.main_guard``, like the agent).
+Logs go to stderr (the journal); they never contain passwords.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import sys
 from collections.abc import Sequence
 
 from firmware import config
-from firmware.cli import add_config_argument, config_paths, main_guard, setup_logging
-from firmware.errors import UsageError
+from firmware.cli import add_config_argument, config_paths
 from firmware.eventpath import SocketSink
 from firmware.services.base import Service, discover
+from firmware.shared.cli import main_guard, setup_logging
+from firmware.shared.errors import UsageError
 
 log = logging.getLogger("firmware.services")
 PROG = "python3 -m firmware.services"
@@ -32,6 +35,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("name", nargs="?", help="service to run (see --list)")
     add_config_argument(parser)
     parser.add_argument("--list", action="store_true", help="list the services and exit")
+    parser.add_argument("--make-host-key", action="store_true",
+                        help="create the service's host key if missing, then exit (run as root "
+                             "before the service starts; the service never writes it)")
+    parser.add_argument("--key-group", metavar="GROUP",
+                        help="with --make-host-key: the group that may read the key")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
@@ -63,10 +71,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown service {args.name!r}",
                          hint=f"known services: {', '.join(sorted(services))}")
     cfg = config.load(config_paths(args))
+    if args.make_host_key:
+        print(cls.make_host_key(cfg, args.key_group), flush=True)
+        return 0
+    if args.key_group:
+        raise UsageError("--key-group needs --make-host-key")
     if not cls.enabled(cfg):
         log.info("%s is disabled in the configuration; nothing to do", cls.name)
         return 0
-    sink = SocketSink(cfg.event_socket)
+    sink = SocketSink(cfg.event_socket(cls.name))
     try:
         asyncio.run(serve(cls(cfg, [sink])))
     finally:

@@ -7,7 +7,10 @@ sockname), never from anything the attacker sent; attacker strings are decoded w
 made inert (control and format characters escaped) and bounded; logdata keys are upper case;
 a code the service did not declare is a bug and raises; a failing sink is logged and skipped.
 Connections are accepted through :mod:`firmware.services.guard`, which applies the per-source
-and per-connection limits from ``cfg.limits``.
+and per-connection limits from ``cfg.limits``.  On the device a service never binds its port
+itself: systemd holds the listener (a ``.socket`` unit) and passes it in (``LISTEN_FDS``), so the
+service needs no capability and no network access of its own; the lab and the tests, which start
+services as plain processes, get a socket bound to the configured host and port instead.
 
 Subclasses register themselves (``__init_subclass__``); :func:`discover` imports every module of
 this package, so adding a service is adding a file, never editing an import list.
@@ -21,22 +24,23 @@ import ipaddress
 import json
 import logging
 import pkgutil
+import socket
 import time
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from firmware.config import DeviceConfig
-from firmware.errors import EnvironmentFault
 from firmware.eventpath import EventSink, encode_datagram
 from firmware.protocol.catalogue import EventCode
-from firmware.protocol.event import KEY_PATTERN, MAX_VALUE_CHARS, Event, Value, bound
+from firmware.protocol.event import KEY_PATTERN, Event, Value
+from firmware.protocol.text import bound, inert
 from firmware.services.guard import Guard, SourceCounter
+from firmware.shared.activation import pick_fd, take_passed_fds
+from firmware.shared.errors import EnvironmentFault, UsageError
 
 log = logging.getLogger(__name__)
 
 REGISTRY: dict[str, type[Service]] = {}
-_INERT_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 class HasExtraInfo(Protocol):
@@ -84,6 +88,15 @@ class Service:
         """Bind and start serving; returns once the service is listening."""
         raise NotImplementedError
 
+    @classmethod
+    def make_host_key(cls, cfg: DeviceConfig, group: str | None = None) -> str:
+        """Create what the service reads but must never write itself (run before it starts).
+
+        On the device a root oneshot runs this, so the service gets no writable storage.
+        Returns a line for the operator (e.g. the key's fingerprint).
+        """
+        raise UsageError(f"service {cls.name} has no host key to make")
+
     async def stop(self) -> None:
         """Stop listening and cut every open connection."""
         if self.server is not None:
@@ -111,14 +124,20 @@ class Service:
             return Guard(inner, self.sources, self.guards, max_bytes=limits.connection_bytes,
                          timeout=limits.connection_timeout, sniff_bytes=self.sniff_bytes)
 
+        inherited = inherited_listener(self.name)
         try:
-            self.server = await loop.create_server(factory, host, port)
+            if inherited is not None:
+                self.server = await loop.create_server(factory, sock=inherited)
+            else:
+                self.server = await loop.create_server(factory, host, port)
         except OSError as exc:
             raise EnvironmentFault(
                 f"{self.name}: cannot listen on {host}:{port}: {exc.strerror or exc}",
                 hint="is another program using the port? ports below 1024 need "
                      "CAP_NET_BIND_SERVICE or socket activation") from None
-        log.info("%s listening on %s:%d", self.name, host, self.port)
+        where = address(self.server.sockets[0].getsockname()) if self.server.sockets else ("", -1)
+        log.info("%s listening on %s port %d (%s)", self.name, where[0] or "?", where[1],
+                 "socket from systemd" if inherited is not None else "bound here")
         return self.server
 
     def guard_of(self, conn: HasExtraInfo) -> Guard | None:
@@ -145,6 +164,28 @@ class Service:
         return event
 
 
+def inherited_listener(service: str) -> socket.socket | None:
+    """The listening TCP socket systemd passed for ``service``, or None (then bind as usual).
+
+    The variables are removed once read, so nothing this process starts mistakes them for its own.
+    """
+    fd = pick_fd(take_passed_fds(), service)
+    if fd is None:
+        return None
+    try:
+        sock = socket.socket(fileno=fd)
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    except OSError as exc:
+        raise EnvironmentFault(f"{service}: socket {fd} passed by systemd is unusable: {exc}",
+                               hint=f"check ListenStream= in coalmine-{service}.socket") from None
+    if sock.type != socket.SOCK_STREAM or not listening:
+        sock.detach()
+        raise EnvironmentFault(f"{service}: socket {fd} passed by systemd is not a listening "
+                               "stream socket", hint=f"check coalmine-{service}.socket")
+    sock.setblocking(False)
+    return sock
+
+
 def address(sockaddr: object) -> tuple[str, int]:
     """``(host, port)`` of a socket address; ``("", -1)`` when there is none (not TCP/UDP)."""
     if not isinstance(sockaddr, tuple) or len(sockaddr) < 2:
@@ -154,26 +195,11 @@ def address(sockaddr: object) -> tuple[str, int]:
         return "", -1
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return bound(host, 255), port
+    except ValueError:  # not an IP socket: host fields hold IP addresses or nothing
+        return "", -1
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return str(ip), port
-
-
-def inert(value: str | bytes, limit: int = MAX_VALUE_CHARS) -> str:
-    """Attacker text as a bounded string with every control/format character escaped."""
-    if isinstance(value, bytes):
-        value = value[: 4 * limit].decode("utf-8", errors="replace")
-    value = value[: 4 * limit]
-    out = "".join(
-        _escape(ch) if unicodedata.category(ch) in _INERT_CATEGORIES else ch for ch in value)
-    return bound(out, limit)
-
-
-def _escape(ch: str) -> str:
-    n = ord(ch)
-    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
 def clean_data(data: Mapping[str, str | bytes | int]) -> dict[str, Value]:

@@ -1,8 +1,10 @@
 """The SSH honeypot: records every login attempt and never lets one succeed.
 
 Built on asyncssh (Debian packages it; memory-safe Python end to end).  It advertises the
-configured banner and a persistent host key (generated as ed25519 on first start, so the
-device's fingerprint stays stable across restarts), offers password, keyboard-interactive (asyncssh
+configured banner and a persistent ed25519 host key, so the device's fingerprint stays stable
+across restarts.  The service only ever reads that key: on the device it has no writable storage,
+and a root oneshot (``--make-host-key``, see :func:`make_host_key`) creates the key before the
+service starts.  It offers password, keyboard-interactive (asyncssh
 maps it onto the password check) and public-key authentication, records each attempt, and
 answers every one with failure.  Events keep OpenCanary's codes and logdata keys:
 
@@ -23,19 +25,22 @@ connection on control or bidi characters before any callback runs; such a client
 from __future__ import annotations
 
 import asyncio
+import grp
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 
 from firmware.config import DeviceConfig
-from firmware.errors import ConfigError, StorageError
 from firmware.protocol.catalogue import EventCode
 from firmware.services.base import Service
 from firmware.services.guard import Guard
 from firmware.services.sshwire import parse_client_hello
+from firmware.shared.atomic import write_atomic
+from firmware.shared.errors import ConfigError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +61,15 @@ class SSHHoneypot(Service):
     def enabled(cls, cfg: DeviceConfig) -> bool:
         return cfg.ssh.enabled
 
+    @classmethod
+    def make_host_key(cls, cfg: DeviceConfig, group: str | None = None) -> str:
+        key, created = make_host_key(cfg.ssh.host_key, group)
+        return (f"coalmine: SSH host key {key.get_fingerprint('sha256')} "
+                f"({'new' if created else 'kept'}) in {cfg.ssh.host_key}")
+
     async def start(self) -> None:
         ssh = self.cfg.ssh
-        key = load_or_create_host_key(ssh.host_key)
+        key = load_host_key(ssh.host_key)
         await asyncssh.create_server(
             lambda: _Attempts(self), ssh.host, ssh.port, tunnel=_GuardedListener(self),
             server_host_keys=[key], server_version=ssh.version.removeprefix(SSH_PREFIX),
@@ -170,23 +181,76 @@ class _Attempts(asyncssh.SSHServer):
                 "Too many authentication failures")
 
 
-def load_or_create_host_key(path: Path) -> asyncssh.SSHKey:
-    """Read the host key, or create it (ed25519, mode 0600, parent directory 0700)."""
+MAKE_KEY = ("python3 -m firmware.services ssh --make-host-key (as root; on the device "
+            "coalmine-ssh-hostkey.service runs it before the honeypot starts)")
+
+
+def load_host_key(path: Path) -> asyncssh.SSHKey:
+    """Read the host key; the service never creates or changes it (it cannot write there)."""
     try:
         return asyncssh.read_private_key(str(path))
     except FileNotFoundError:
-        pass
+        raise ConfigError(f"SSH host key {path} does not exist",
+                          hint=f"create it first: {MAKE_KEY}") from None
     except (OSError, asyncssh.KeyImportError) as exc:
         raise ConfigError(f"cannot read SSH host key {path}: {exc}",
-                          hint="fix its permissions, or remove it to have a new one made") from None
-    key = asyncssh.generate_private_key("ssh-ed25519")
+                          hint=f"the service's group must be able to read it; {MAKE_KEY} "
+                               "sets its group and mode again") from None
+
+
+def make_host_key(path: Path, group: str | None = None) -> tuple[asyncssh.SSHKey, bool]:
+    """Create the host key if it is missing; returns ``(key, created)``.
+
+    The key is ed25519, written whole or not at all (``write_atomic``) with mode 0640 in a
+    directory of mode 0750.  With ``group`` (the service's group; needs root) the directory is
+    made setgid to that group, so the key belongs to it from the moment it appears, and only
+    that group can read it.  An existing key is kept (its group and mode are set again); one
+    that cannot be read is an error, never silently replaced.
+    """
+    gid = _group_id(group) if group is not None else None
+    if gid is not None:
+        _own(path.parent, gid, 0o2750, directory=True)
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key.export_private_key())
+        key = asyncssh.read_private_key(str(path))
+        created = False
+    except FileNotFoundError:
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        write_atomic(path, key.export_private_key(), mode=0o640, dir_mode=0o750)
+        created = True
+        log.info("created SSH host key %s", path)
+    except (OSError, asyncssh.KeyImportError) as exc:
+        raise ConfigError(f"cannot read SSH host key {path}: {exc}",
+                          hint="move it away to have a new one made (the device's SSH "
+                               "fingerprint then changes)") from None
+    if gid is not None:
+        _own(path, gid, 0o640)
+    return key, created
+
+
+def _group_id(group: str) -> int:
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"no group named {group!r}",
+                          hint="the image's sysusers.d creates the service groups") from None
+
+
+def _own(path: Path, gid: int, mode: int, *, directory: bool = False) -> None:
+    """Give ``path`` to this user and ``gid`` with exactly ``mode`` (a directory is made).
+
+    Only what differs is changed: on the device tmpfiles.d has already made the directory
+    2750 root:coalmine-ssh, and the oneshot's sandbox (RestrictSUIDSGID=) may not set a setgid
+    bit itself.
+    """
+    try:
+        if directory:
+            path.mkdir(parents=True, exist_ok=True, mode=0o750)
+        st = path.stat()
+        if (st.st_uid, st.st_gid) != (os.getuid(), gid):
+            os.chown(path, os.getuid(), gid)
+        if stat.S_IMODE(path.stat().st_mode) != mode:
+            os.chmod(path, mode)
     except OSError as exc:
-        raise StorageError(f"cannot create SSH host key {path}: {exc}",
-                           hint="the service user needs write access to that directory") from None
-    log.info("created SSH host key %s", path)
-    return key
+        raise StorageError(f"cannot set owner and mode of {path}: {exc.strerror or exc}",
+                           hint="run it as root (on the device coalmine-ssh-hostkey.service "
+                                "does)") from None

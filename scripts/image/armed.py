@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware.errors import EnvironmentFault
+from firmware.shared.errors import EnvironmentFault
 from scripts.image import qemu
-from scripts.lab import ZONE, Lab, free_port
+from scripts.lab import Lab, device_toml, free_port
 
 
 @dataclass
@@ -55,10 +55,8 @@ class Guest:
 
 def provisioning(lab: Lab, node: str, heartbeat: float) -> str:
     """coalmine.toml for a guest that talks to ``lab`` through QEMU's user network."""
-    return (f'[device]\nnode_name = "{node}"\n'
-            f'[console]\nzone = "{ZONE}"\npublic_key = "{lab.console_key}"\n'
-            f'resolver = "10.0.2.2:{lab.resolver_port}"\n'
-            f"heartbeat_interval = {heartbeat}\nmax_backoff = 2.0\n")
+    return device_toml(lab, node=node, resolver=f"10.0.2.2:{lab.resolver_port}",
+                       heartbeat=heartbeat)
 
 
 def boot(lab: Lab, src: Path, work: Path, *, node: str = "qemu-device",

@@ -17,16 +17,17 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.errors import ConfigError, ToolError
+from firmware.shared.cli import main_guard, module_command
+from firmware.shared.errors import ConfigError, ToolError
+from firmware.shared.proc import output, run
 from scripts.image import disk, kernel, layer, rootfs, sbom
 from scripts.image.common import (
     BOARD_DIR,
+    OS_HINT,
     REPO,
     board_config,
     boards,
     check_board,
-    fail,
-    run,
     sha256_file,
     source_date_epoch,
     stage,
@@ -35,14 +36,15 @@ from scripts.image.hosttools import check_host
 from scripts.image.lock import Pin, fetch, package_list_for, read_lock
 
 OUT = REPO / "out"
+DPKG_STATUS = "dpkg-status"  # dpkg's database of the root, kept in the work dir for the SBOM
 
 
 def version() -> str:
     with (REPO / "pyproject.toml").open("rb") as f:
         base = str(tomllib.load(f)["project"]["version"])
     try:
-        commit = run(["git", "-C", REPO, "rev-parse", "--short=12", "HEAD"], capture=True,
-                     quiet=True).strip()
+        commit = output(["git", "-C", REPO, "rev-parse", "--short=12", "HEAD"],
+                        timeout=60).strip()
     except (ToolError, OSError):  # not a git checkout, or no git
         return base
     return f"{base}+g{commit}"
@@ -106,10 +108,11 @@ def root_slot(p: Plan, work: Path, *, stage_cache: bool) -> tuple[Path, kernel.K
     root = work / "root"
     stage("rootfs: unpacking the base")
     rootfs.unpack(tar, root)
+    rootfs.keep_package_database(root, work / DPKG_STATUS)
     trees = kernel.unpack_host(p.pins, p.debs, work)
     k = kernel.find_kernel(trees)
     layer.apply(root, board=p.board, debug=p.debug, k=k, sde=p.sde, build_info=p.build_info())
-    initrd = kernel.initramfs(k, trees, p.board, work, p.sde)
+    initrd = kernel.initramfs(k, trees, p.board, work, p.sde, debug=p.debug)
     stage("root slot: mksquashfs")
     rootfs.clamp_times(root, p.sde)
     squash = work / "root.squashfs"
@@ -133,7 +136,9 @@ def build(board: str, *, debug: bool, out_dir: Path, work: Path, stage_cache: bo
     img = out_dir / f"coalmine-{board}.img"
     disk.assemble(img, board, boot, squash)
     extra = direct_boot_files(out_dir / "boot", files) if board.startswith("qemu") else []
-    write_outputs(img, board=board, version=p.version, sde=p.sde, pins=p.pins, extra=extra)
+    installed = sbom.installed_packages((work / DPKG_STATUS).read_text())
+    write_outputs(img, board=board, version=p.version, sde=p.sde, pins=p.pins, extra=extra,
+                  installed=installed)
     stage(f"done: {out_dir} (root {squash.stat().st_size // (1 << 20)} MiB, .img.xz "
           f"{img.with_suffix('.img.xz').stat().st_size // (1 << 20)} MiB)")
     print((out_dir / "SHA256SUMS").read_text(), end="")
@@ -179,7 +184,7 @@ def direct_boot_files(bdir: Path, files: dict[str, Path]) -> list[str]:
 
 
 def write_outputs(img: Path, *, board: str, version: str, sde: int, pins: list[Pin],
-                  extra: list[str]) -> None:
+                  extra: list[str], installed: dict[str, tuple[str, str]]) -> None:
     """.img.xz, .bmap, the SPDX SBOM and SHA256SUMS beside the image."""
     stage("outputs: .img.xz (xz -T1: single-threaded, deterministic), .bmap, SBOM, SHA256SUMS")
     out_dir = img.parent
@@ -199,14 +204,14 @@ def write_outputs(img: Path, *, board: str, version: str, sde: int, pins: list[P
     spdx = img.with_suffix(".spdx.json")
     digest = sha256_file(img)
     sbom.write_sbom(spdx, board=board, version=version, sde=sde, image=img, image_sha256=digest,
-                    pins=pins, own=own)
+                    pins=pins, own=own, installed=installed)
     sbom.write_sums(out_dir, [img.name, xz.name, bmap.name, spdx.name, *extra],
                     known={img.name: digest})
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python3 -m scripts.image.build",
+        prog=module_command("scripts.image.build"),
         description="Build the reproducible SD-card image of one board into out/<board>/.")
     parser.add_argument("--board", default="rpi4", help=f"one of: {', '.join(boards())}")
     parser.add_argument("--debug", action="store_true",
@@ -217,13 +222,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-stage-cache", action="store_true",
                         help="rebuild the rootfs base even if the stage cache has it")
     args = parser.parse_args(argv)
-    try:
-        name = args.board + ("-debug" if args.debug else "")
+    name = args.board + ("-debug" if args.debug else "")
+
+    def work() -> None:
         build(args.board, debug=args.debug, out_dir=args.out or OUT / name,
-              work=args.work or OUT / "work" / name,
-              stage_cache=not args.no_stage_cache)
-    except Exception as exc:
-        fail(exc)
+              work=args.work or OUT / "work" / name, stage_cache=not args.no_stage_cache)
+
+    sys.exit(main_guard(work, os_hint=OS_HINT))
 
 
 if __name__ == "__main__":

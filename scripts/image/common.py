@@ -1,9 +1,8 @@
-"""Shared helpers for the image build: one ``run()`` for every subprocess, paths, progress.
+"""Shared helpers for the image build: paths, boards, progress lines, the build's epoch.
 
-Every build step shells out to Debian tools (mmdebstrap, mksquashfs, mkfs.vfat, sfdisk ...).
-Keeping the subprocess call, the logging of the exact command and the error translation in one
-place means a failing step always tells the user which command failed and how, and the build
-code itself stays a list of plain steps.
+Every build step shells out to Debian tools (mmdebstrap, mksquashfs, mkfs.vfat, sfdisk ...)
+through :func:`firmware.shared.proc.run`, so a failing step always says which command failed and
+how; entry points wrap their work in :func:`firmware.shared.cli.main_guard` with ``OS_HINT``.
 """
 
 from __future__ import annotations
@@ -11,17 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shlex
-import subprocess
-import sys
 import time
 import tomllib
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from firmware.cli import report
-from firmware.errors import CoalmineError, ConfigError, ToolError, UsageError
+from firmware.shared.errors import ConfigError, ToolError, UsageError
+from firmware.shared.proc import output
 
 REPO = Path(__file__).resolve().parents[2]
 BOARD_DIR = REPO / "board"
@@ -29,7 +24,6 @@ LOCK_FILE = BOARD_DIR / "common" / "packages.lock"
 SUITE = "trixie"
 ARCH = "arm64"
 COMPONENTS = "main non-free-firmware"
-VERBOSE = os.environ.get("V", "") not in ("", "0")
 
 
 def cache_dir() -> Path:
@@ -73,6 +67,8 @@ def check_board(board: str) -> Path:
     return BOARD_DIR / board
 
 
+OS_HINT = ("free space in out/ and ~/.cache/coalmine (df -h), check permissions (the build "
+           "runs as root), then rerun")
 _T0 = time.monotonic()
 
 
@@ -80,51 +76,6 @@ def stage(message: str) -> None:
     """Progress line for each build stage, with elapsed wall time."""
     elapsed = time.monotonic() - _T0
     print(f"==> [{elapsed:6.1f}s] {message}", flush=True)
-
-
-def run(
-    argv: Sequence[str | Path],
-    *,
-    env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-    stdin: bytes | None = None,
-    capture: bool = False,
-    quiet: bool = False,
-) -> str:
-    """Run one command (argv list, checked); return its stdout when ``capture``."""
-    out = run_bytes(argv, env=env, cwd=cwd, stdin=stdin, capture=capture, quiet=quiet)
-    return out.decode(errors="replace")
-
-
-def run_bytes(
-    argv: Sequence[str | Path],
-    *,
-    env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-    stdin: bytes | None = None,
-    capture: bool = True,
-    quiet: bool = False,
-) -> bytes:
-    """Like ``run`` but stdout is returned as bytes (cpio archives, binary listings)."""
-    args = [str(a) for a in argv]
-    if VERBOSE or not quiet:
-        print(f"    $ {shlex.join(args)}", flush=True)
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
-    out = subprocess.PIPE if capture or (quiet and not VERBOSE) else None
-    proc = subprocess.run(
-        args, env=full_env, cwd=cwd, input=stdin, stdout=out, stderr=out, check=False
-    )
-    if proc.returncode != 0:
-        detail = ""
-        if out is not None:
-            detail = (proc.stderr or b"").decode(errors="replace")[-3000:]
-        raise ToolError(
-            f"command failed ({proc.returncode}): {shlex.join(args)}\n{detail}".rstrip(),
-            hint="rerun with V=1 for the full output",
-        )
-    return (proc.stdout or b"") if capture else b""
 
 
 def sha256_file(path: Path) -> str:
@@ -148,15 +99,10 @@ def source_date_epoch() -> int:
             raise ConfigError(f"SOURCE_DATE_EPOCH={env!r} is not a number of seconds")
         return int(env)
     try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO), "log", "-1", "--format=%ct"],
-            capture_output=True,
-            check=True,
-            text=True,
-        ).stdout.strip()
+        out = output(["git", "-C", REPO, "log", "-1", "--format=%ct"], timeout=60).strip()
         if out.isdigit():
             return int(out)
-    except (OSError, subprocess.CalledProcessError):
+    except ToolError:
         pass
     return 1735689600
 
@@ -181,16 +127,3 @@ def host_mirror() -> str:
         "no Debian mirror found in the host's apt sources",
         hint="set COALMINE_MIRROR to a Debian mirror URL (the one ending in /debian)",
     )
-
-
-def fail(exc: Exception) -> None:
-    """Entry-point error printer: message, hint, exit code.  Unexpected errors keep their trace."""
-    if isinstance(exc, CoalmineError):
-        sys.exit(report(exc))
-    if isinstance(exc, OSError):  # full disk, missing file, permission: the OS says it best
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
-        print("hint: free space in out/ and ~/.cache/coalmine (df -h), check permissions "
-              "(the build runs as root), then rerun", file=sys.stderr)
-        sys.exit(1)
-    raise exc

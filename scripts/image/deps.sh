@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make image-deps`: install the image build's host tools (scripts/deps/apt-image.txt) and make
-# sure arm64 binaries run through qemu-user (binfmt_misc), which a container may not have set up.
+# `make image-deps`: install the image build's host tools (scripts/deps/apt-image.txt) and its
+# Python packages into .venv/ (scripts/deps/pip-image.txt), and make sure arm64 binaries run
+# through qemu-user (binfmt_misc), which a container may not have set up.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bash "$here/install-deps.sh" image

@@ -20,8 +20,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.errors import ConfigError
-from scripts.image.common import BOARD_DIR, run, stage
+from firmware.shared.errors import ConfigError
+from firmware.shared.proc import output, run
+from scripts.image.common import BOARD_DIR, stage
 
 MIB = 1 << 20
 SECTOR = 512
@@ -92,7 +93,7 @@ def partition_table(img: Path, board: str, total: int) -> list[Partition]:
 
 
 def partitions(img: Path) -> list[Partition]:
-    table = json.loads(run(["sfdisk", "--json", img], capture=True, quiet=True))["partitiontable"]
+    table = json.loads(output(["sfdisk", "--json", img]))["partitiontable"]
     out = []
     for i, p in enumerate(table["partitions"], 1):
         out.append(Partition(i, p["start"] * SECTOR, p["size"] * SECTOR, p["type"]))

@@ -11,12 +11,12 @@ import os
 import shutil
 from pathlib import Path
 
-from firmware.errors import EnvironmentFault, ToolError
+from firmware.shared.errors import EnvironmentFault, ToolError
 from scripts.image.common import REPO, list_file
 
 # tool -> Debian package that ships it
 TOOLS = {
-    "mmdebstrap": "mmdebstrap", "qemu-aarch64-static": "qemu-user-static",
+    "mmdebstrap": "mmdebstrap", "arch-test": "arch-test", "qemu-aarch64-static": "qemu-user-static",
     "mksquashfs": "squashfs-tools", "mkfs.vfat": "dosfstools", "mcopy": "mtools",
     "sfdisk": "fdisk", "bmaptool": "bmap-tools", "xz": "xz-utils", "cpio": "cpio",
     "apt-ftparchive": "apt-utils", "depmod": "kmod", "dpkg-deb": "dpkg", "chroot": "coreutils",

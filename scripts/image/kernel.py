@@ -17,8 +17,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.errors import ConfigError
-from scripts.image.common import BOARD_DIR, board_files, list_file, run, run_bytes, stage
+from firmware.shared.errors import ConfigError
+from firmware.shared.proc import run
+from scripts.image.common import BOARD_DIR, board_files, list_file, stage
 from scripts.image.lock import Pin
 
 
@@ -136,7 +137,22 @@ def install_modules(kernel: Kernel, board: str, root: Path) -> int:
     return len(paths)
 
 
-def initramfs(kernel: Kernel, trees: dict[str, Path], board: str, work: Path, sde: int) -> Path:
+DEBUG_ONLY = "# @debug-only"
+
+
+def init_script(debug: bool) -> str:
+    """board/common/initramfs/init for this build: lines marked ``# @debug-only`` (the
+    ``coalmine.debug`` switch and its shell) are kept only in DEBUG builds, so a production
+    initramfs has no way to a shell, whatever the kernel command line says."""
+    text = (BOARD_DIR / "common/initramfs/init").read_text()
+    lines = text.splitlines(keepends=True)
+    if debug:
+        return "".join(line.replace(" " + DEBUG_ONLY, "") for line in lines)
+    return "".join(line for line in lines if not line.rstrip().endswith(DEBUG_ONLY))
+
+
+def initramfs(kernel: Kernel, trees: dict[str, Path], board: str, work: Path, sde: int,
+              *, debug: bool = False) -> Path:
     """busybox + /init + the modules to reach the root slot, as a reproducible gzip'd cpio."""
     tree = work / "initramfs"
     shutil.rmtree(tree, ignore_errors=True)
@@ -146,8 +162,7 @@ def initramfs(kernel: Kernel, trees: dict[str, Path], board: str, work: Path, sd
     shutil.copyfile(busybox, tree / "bin/busybox")
     (tree / "bin/busybox").chmod(0o755)
     (tree / "bin/sh").symlink_to("busybox")
-    init = BOARD_DIR / "common/initramfs/init"
-    shutil.copyfile(init, tree / "init")
+    (tree / "init").write_text(init_script(debug))
     (tree / "init").chmod(0o755)
     order: list[str] = []
     for rel in resolve(kernel, module_list(board, "modules-initramfs.txt")):
@@ -159,9 +174,10 @@ def initramfs(kernel: Kernel, trees: dict[str, Path], board: str, work: Path, sd
         os.utime(path, (sde, sde), follow_symlinks=False)
     listing = "".join(f"{p}\n" for p in sorted(
         str(p.relative_to(tree)) for p in tree.rglob("*")))
-    cpio = run_bytes(["cpio", "--quiet", "-o", "-H", "newc", "--reproducible", "-R", "0:0"],
-                     cwd=tree, stdin=(".\n" + listing).encode(), quiet=True)
+    cpio = run(["cpio", "--quiet", "-o", "-H", "newc", "--reproducible", "-R", "0:0"],
+               cwd=tree, stdin=(".\n" + listing).encode(), capture=True, quiet=True).stdout
     out = work / "initrd.img"
     out.write_bytes(gzip.compress(cpio, compresslevel=9, mtime=0))
-    stage(f"initramfs: {len(order)} modules, {out.stat().st_size // 1024} KiB")
+    stage(f"initramfs: {len(order)} modules, {out.stat().st_size // 1024} KiB"
+          f"{' (DEBUG: coalmine.debug gives a shell)' if debug else ''}")
     return out

@@ -13,14 +13,33 @@ from pathlib import Path
 from scripts.image import kernel, rootfs
 from scripts.image.common import REPO, board_config, stage
 
-ENABLE = ["systemd-networkd.service", "systemd-resolved.service", "coalmine-provision.service",
-          "coalmine-agent.service", "coalmine-ssh.service"]
-# No login anywhere (console, serial, VTs, containers), no first-boot prompts, no committing a
-# machine-id to the read-only root, no emergency debug shell.
-MASK = ["getty@.service", "serial-getty@.service", "autovt@.service", "console-getty.service",
-        "container-getty@.service", "debug-shell.service", "systemd-firstboot.service",
-        "systemd-machine-id-commit.service", "e2scrub_all.timer", "e2scrub_reap.service",
-        "fstrim.timer", "ldconfig.service"]
+# The device boots into coalmine.target (overlay/), which wants exactly the canary's units; these
+# two are enabled only for the helper units they bring (networkd's socket and wait-online).
+ENABLE = ["systemd-networkd.service", "systemd-resolved.service"]
+DEFAULT_TARGET = "coalmine.target"
+# No login anywhere (console, serial, VTs, containers, logind), no first-boot prompts, no
+# committing a machine-id to the read-only root, no emergency debug shell.
+MASK_LOGIN = ["getty@.service", "serial-getty@.service", "autovt@.service",
+              "console-getty.service", "container-getty@.service", "debug-shell.service",
+              "systemd-logind.service", "systemd-user-sessions.service",
+              "systemd-ask-password-console.path", "systemd-ask-password-wall.path"]
+# Nothing an appliance with a read-only root, a RAM-only /var and no modprobe needs: first-boot
+# and update helpers, journal flushing and catalogs, random seed and hwdb files (all would go to
+# the tmpfs), module loading units (systemd-modules-load does it), API file systems nobody uses,
+# local IPC services nobody calls, network units from the kernel command line.
+MASK_UNNEEDED = [
+    "systemd-firstboot.service", "systemd-machine-id-commit.service", "e2scrub_all.timer",
+    "e2scrub_reap.service", "fstrim.timer", "ldconfig.service", "systemd-update-done.service",
+    "systemd-hwdb-update.service", "systemd-journal-flush.service",
+    "systemd-journal-catalog-update.service", "systemd-random-seed.service",
+    "systemd-pstore.service", "modprobe@.service", "systemd-binfmt.service",
+    "proc-sys-fs-binfmt_misc.automount", "proc-sys-fs-binfmt_misc.mount",
+    "sys-fs-fuse-connections.mount", "sys-kernel-config.mount", "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount", "dev-hugepages.mount", "systemd-network-generator.service",
+    "systemd-hostnamed.socket", "systemd-hostnamed.service", "systemd-initctl.socket",
+    "systemd-initctl.service", "systemd-creds.socket", "systemd-sysext.socket",
+]
+MASK = MASK_LOGIN + MASK_UNNEEDED
 DEBUG_GETTY = """# DEBUG image only: a root shell on the serial console (never by default).
 [Service]
 ExecStart=
@@ -36,6 +55,7 @@ def apply(root: Path, *, board: str, debug: bool, k: kernel.Kernel, sde: int,
     (root / "usr/lib/coalmine/BUILD").write_text(build_info)
     rootfs.chroot(root, "systemd-sysusers", "/usr/lib/sysusers.d/coalmine.conf")
     rootfs.chroot(root, "systemctl", "enable", *ENABLE)
+    rootfs.chroot(root, "systemctl", "set-default", DEFAULT_TARGET)
     masks = list(MASK)
     console = str(board_config(board).get("serial_console", "ttyAMA0"))
     if debug:
@@ -43,7 +63,8 @@ def apply(root: Path, *, board: str, debug: bool, k: kernel.Kernel, sde: int,
         drop = root / f"etc/systemd/system/serial-getty@{console}.service.d"
         drop.mkdir(parents=True, exist_ok=True)
         (drop / "coalmine-debug.conf").write_text(DEBUG_GETTY)
-        rootfs.chroot(root, "systemctl", "enable", f"serial-getty@{console}.service")
+        rootfs.chroot(root, "systemctl", "add-wants", DEFAULT_TARGET,
+                      f"serial-getty@{console}.service")
     rootfs.chroot(root, "systemctl", "mask", *masks)
     gens = root / "etc/systemd/system-generators"
     gens.mkdir(parents=True, exist_ok=True)

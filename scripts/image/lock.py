@@ -25,19 +25,22 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from firmware.errors import ConfigError, InputError, ToolError, TransportError
+from debian import deb822
+
+from firmware.shared.cli import main_guard
+from firmware.shared.errors import ConfigError, InputError, ToolError, TransportError
+from firmware.shared.proc import output, run
 from scripts.image.common import (
     ARCH,
     BOARD_DIR,
     COMPONENTS,
     LOCK_FILE,
+    OS_HINT,
     SUITE,
     board_files,
     cache_dir,
-    fail,
     host_mirror,
     list_file,
-    run,
     sha256_file,
     stage,
 )
@@ -158,25 +161,19 @@ class AptIndex:
         run(["apt-get", "update", "-q"], env=self.env, quiet=True)
 
     def stanzas(self) -> dict[tuple[str, str], dict[str, str]]:
-        """(name, version) -> Packages stanza fields, from the downloaded index."""
+        """(name, version) -> Packages stanza fields, from the downloaded (signed) index."""
         index: dict[tuple[str, str], dict[str, str]] = {}
         for path in sorted((self.root / "var/lib/apt/lists").glob("*_Packages")):
-            for block in path.read_text(errors="replace").split("\n\n"):
-                fields: dict[str, str] = {}
-                for line in block.splitlines():
-                    if line and not line[0].isspace() and ":" in line:
-                        key, _, value = line.partition(":")
-                        fields[key] = value.strip()
-                if "Package" in fields:
-                    index[(fields["Package"], fields["Version"])] = fields
+            with path.open(encoding="utf-8", errors="replace") as fh:
+                for para in deb822.Packages.iter_paragraphs(fh, use_apt_pkg=False):
+                    if "Package" in para and "Version" in para:
+                        index[(para["Package"], para["Version"])] = dict(para)
         return index
 
     def resolve(self, names: list[str]) -> list[tuple[str, str]]:
         """What apt would install into an empty arm64 system: essential set + names + deps."""
-        out = run(
-            ["apt-get", "install", "-s", "-y", "-q", "?essential", *names],
-            env=self.env, capture=True, quiet=True,
-        )
+        out = output(["apt-get", "install", "-s", "-y", "-q", "?essential", *names],
+                     env=self.env)
         return sorted(set(re.findall(r"^Inst (\S+) \((\S+) ", out, flags=re.M)))
 
     def download(self, pins: list[Pin], into: Path) -> None:
@@ -195,7 +192,7 @@ class AptIndex:
                 path.rename(into / pin.deb)
 
     def candidate(self, name: str) -> str:
-        out = run(["apt-cache", "policy", name], env=self.env, capture=True, quiet=True)
+        out = output(["apt-cache", "policy", name], env=self.env)
         m = re.search(r"Candidate: (\S+)", out)
         if not m or m.group(1) == "(none)":
             raise ConfigError(f"package {name!r} does not exist in {SUITE}/{ARCH}")
@@ -299,15 +296,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("command", choices=["lock", "fetch", "check"])
     args = parser.parse_args(argv)
-    try:
+
+    def work() -> None:
         if args.command == "lock":
             make_lock()
         elif args.command == "fetch":
             fetch()
         else:
             print(f"{lock_path()}: {len(read_lock())} packages")
-    except Exception as exc:
-        fail(exc)
+
+    sys.exit(main_guard(work, os_hint=OS_HINT))
 
 
 if __name__ == "__main__":

@@ -16,9 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from firmware.errors import ConfigError
+from firmware.shared.cli import main_guard, module_command
+from firmware.shared.errors import ConfigError
+from firmware.shared.proc import run
 from scripts.image import disk
-from scripts.image.common import REPO, fail, run, stage
+from scripts.image.common import OS_HINT, REPO, stage
 
 BOARD = "qemu-arm64"
 QEMU = "qemu-system-aarch64"
@@ -56,13 +58,13 @@ def command(src_dir: Path, disk_img: Path, *, ssh_port: int | None = None,
         "-append", (boot / "cmdline.txt").read_text().strip(),
         "-drive", f"if=none,id=d0,file={disk_img},format=raw",
         "-device", "virtio-blk-pci,drive=d0",
-        "-netdev", net, "-device", "virtio-net-pci,netdev=n0",
+        "-netdev", net, "-device", "virtio-net-pci,netdev=n0,romfile=",  # no PXE ROM: -kernel boot
         "-device", "virtio-rng-pci",
     ]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python3 -m scripts.image.qemu",
+    parser = argparse.ArgumentParser(prog=module_command("scripts.image.qemu"),
                                      description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--debug", action="store_true", help="boot the DEBUG=1 image")
     parser.add_argument("--provision", type=Path, metavar="coalmine.toml",
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ssh-port", type=int, default=2222,
                         help="host port forwarded to the honeypot's port 22 (default 2222)")
     args = parser.parse_args(argv)
-    try:
+
+    def work() -> None:
         if shutil.which(QEMU) is None:
             raise ConfigError("qemu-system-aarch64 is not installed",
                               hint="run as root: make image-deps")
@@ -80,8 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         stage(f"qemu: booting {copy} (SSH honeypot on 127.0.0.1:{args.ssh_port}; "
               "Ctrl-a x quits)")
         os.execvp(argv_q[0], argv_q)  # noqa: S606 - argv list, no shell
-    except Exception as exc:
-        fail(exc)
+
+    sys.exit(main_guard(work, os_hint=OS_HINT))
 
 
 def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:

@@ -14,9 +14,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from firmware.errors import InputError
+from firmware.shared.cli import main_guard, module_command
+from firmware.shared.errors import InputError
 from scripts.image import build
-from scripts.image.common import REPO, fail, sha256_file, stage
+from scripts.image.common import OS_HINT, REPO, sha256_file, stage
 
 STAGE_FILES = ["rootfs-base.tar", "initrd.img", "root.squashfs", "boot.vfat"]
 
@@ -57,13 +58,14 @@ def compare(board: str, base: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python3 -m scripts.image.repro",
+    parser = argparse.ArgumentParser(prog=module_command("scripts.image.repro"),
                                      description="Build twice, compare SHA-256 of the outputs.")
     parser.add_argument("--board", default="rpi4")
     parser.add_argument("--dir", type=Path, default=REPO / "out" / "repro",
                         help="where the two builds go (default out/repro)")
     args = parser.parse_args(argv)
-    try:
+
+    def work() -> None:
         base = args.dir / args.board
         differ = compare(args.board, base)
         if differ:
@@ -73,8 +75,8 @@ def main(argv: list[str] | None = None) -> None:
                      f"(stage files in {base}/work-1 and work-2)")
         stage(f"check-repro: {args.board} is reproducible; both builds give:")
         print((base / "1" / "SHA256SUMS").read_text(), end="")
-    except Exception as exc:  # entry point: message, hint, exit code
-        fail(exc)
+
+    sys.exit(main_guard(work, os_hint=OS_HINT))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ import os
 import shutil
 from pathlib import Path
 
-from scripts.image.common import ARCH, REPO, SUITE, cache_dir, run, stage
+from firmware.shared.proc import output, run
+from scripts.image.common import ARCH, REPO, SUITE, cache_dir, stage
 from scripts.image.lock import Pin, lock_epoch
 
 # Paths dpkg never writes (docs, man pages, locales); copyright files stay (licence notices).
@@ -56,7 +57,7 @@ def base(pins: list[Pin], debs: Path, work: Path, *, use_cache: bool = True) -> 
     key = hashlib.sha256()
     key.update(f"{RECIPE_VERSION} {lock_epoch()}".encode())
     key.update(" ".join(_mmdebstrap_args("X", "Y", roots)).encode())
-    key.update(run(["mmdebstrap", "--version"], capture=True, quiet=True).encode())
+    key.update(output(["mmdebstrap", "--version"]).encode())
     tar = stage_cache() / f"rootfs-base-{key.hexdigest()[:20]}.tar"
     if use_cache and tar.is_file():
         stage(f"rootfs: base from the stage cache {tar}")
@@ -67,7 +68,7 @@ def base(pins: list[Pin], debs: Path, work: Path, *, use_cache: bool = True) -> 
     for p in roots:
         _link(debs / p.deb, repo / p.deb)
     stage(f"rootfs: local repository of {len(roots)} locked packages")
-    packages = run(["apt-ftparchive", "packages", "."], cwd=repo, capture=True, quiet=True)
+    packages = output(["apt-ftparchive", "packages", "."], cwd=repo)
     (repo / "Packages").write_text(packages)
     stage("rootfs: mmdebstrap (maintainer scripts run under qemu-user: the slow step)")
     out = work / "rootfs-base.tar"
@@ -112,10 +113,20 @@ def unpack(tar: Path, root: Path) -> None:
         quiet=True)
 
 
+def keep_package_database(root: Path, dest: Path) -> Path:
+    """Copy dpkg's status file out of the base before ``strip`` removes it (for the SBOM).
+
+    The SBOM is checked against what dpkg actually installed, not only against the lock it was
+    asked to install, so a package that slipped in (or went missing) cannot go unreported.
+    """
+    shutil.copyfile(root / "var/lib/dpkg/status", dest)
+    return dest
+
+
 def chroot(root: Path, *argv: str) -> str:
     """Run a command of the image itself (arm64, through qemu-user binfmt)."""
-    return run(["chroot", root, *argv], env={"LC_ALL": "C.UTF-8", "PATH": "/usr/sbin:/usr/bin"},
-               capture=True)
+    return output(["chroot", root, *argv], env={"LC_ALL": "C.UTF-8", "PATH": "/usr/sbin:/usr/bin"},
+                  quiet=False)
 
 
 def add_runtime(root: Path) -> None:

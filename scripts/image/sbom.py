@@ -2,7 +2,10 @@
 
 Everything in it comes from the lock file and the build's own inputs (no clock, no host
 names), so the SBOM is as reproducible as the image it describes: every Debian package with
-name, version, architecture, SHA-256 and a purl, plus our own components.
+name, version, architecture, SHA-256 and a purl, plus our own components.  Before it is
+written, the root packages are checked against dpkg's own database of the root filesystem
+(kept from before the package manager is stripped): an SBOM that lists what the lock asked for
+but not what was really installed would be worse than none.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from firmware.shared.errors import InputError
 from scripts.image.common import SUITE, sha256_file
 from scripts.image.lock import Pin
 
@@ -42,6 +46,30 @@ def debian_package(pin: Pin) -> dict[str, Any]:
     }
 
 
+def installed_packages(status: str) -> dict[str, tuple[str, str]]:
+    """name -> (version, architecture) of every package dpkg's status file marks installed."""
+    found: dict[str, tuple[str, str]] = {}
+    for block in status.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines()
+                      if ": " in line and not line.startswith(" "))
+        if fields.get("Status") == "install ok installed" and "Package" in fields:
+            found[fields["Package"]] = (fields.get("Version", ""), fields.get("Architecture", ""))
+    return found
+
+
+def check_installed(pins: list[Pin], installed: Mapping[str, tuple[str, str]]) -> None:
+    """The lock's root packages are exactly what dpkg installed (name, version, architecture)."""
+    wanted = {p.name: (p.version, p.arch) for p in pins if p.role == "root"}
+    problems = [f"{name}: locked {wanted.get(name)}, installed {installed.get(name)}"
+                for name in sorted(set(wanted) | set(installed))
+                if wanted.get(name) != installed.get(name)]
+    if problems:
+        raise InputError("the root filesystem does not hold exactly the locked packages:\n  "
+                         + "\n  ".join(problems[:40]),
+                         hint="the SBOM would be wrong; rebuild with --no-stage-cache, "
+                              "and run make lock if the lock is stale")
+
+
 def own_component(name: str, version: str, digest: str, comment: str) -> dict[str, Any]:
     return {
         "SPDXID": _spdx_id(name), "name": name, "versionInfo": version,
@@ -62,8 +90,14 @@ def tree_digest(root: Path, pattern: str = "*.py") -> str:
 
 
 def write_sbom(path: Path, *, board: str, version: str, sde: int, image: Path, image_sha256: str,
-               pins: list[Pin], own: list[dict[str, Any]]) -> None:
-    """SPDX 2.3 JSON; ``image_sha256`` is passed in (the image is large: hash it once)."""
+               pins: list[Pin], own: list[dict[str, Any]],
+               installed: Mapping[str, tuple[str, str]]) -> None:
+    """SPDX 2.3 JSON; ``image_sha256`` is passed in (the image is large: hash it once).
+
+    ``installed`` is dpkg's view of the root filesystem (:func:`installed_packages`); it must
+    match the root packages of ``pins``.
+    """
+    check_installed(pins, installed)
     image_pkg = own_component(f"coalmine-{board}-image", version, image_sha256,
                               f"the SD-card image {image.name}")
     packages = [image_pkg, *own, *(debian_package(p) for p in

@@ -1,65 +1,68 @@
-"""An in-memory console behind the agent's ``Transport`` interface, for agent unit tests.
+"""The real console core behind the agent's ``Transport`` interface, for agent tests.
 
-It decodes frames with the real protocol code and answers like the console; ``down`` makes it
-fail like an unreachable resolver, ``lose_partials`` like a console restart mid-message."""
+No DNS and no sockets: a query name goes straight into ``console.core.Console.handle`` (with a
+commit, as the server does after each round), so agent tests exercise the real console end to
+end.  ``down`` makes it fail like an unreachable resolver; every (session, counter) the agent
+uses is recorded so a test can prove that no nonce is ever used twice.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
+from pathlib import Path
+from typing import Any
 
-from firmware.errors import TransportError
+from console.core import Console, Kind
+from console.store import Store
 from firmware.protocol import frame, names
-from firmware.protocol.event import Event, decode_message
-from firmware.protocol.fragment import Reassembler
 from firmware.protocol.keys import OwnPrivateKey, PeerPublicKey
-from firmware.protocol.messages import (
-    Fragment,
-    FragmentAck,
-    HeartbeatAck,
-    decode_body,
-    encode_reply,
-)
-from firmware.protocol.replay import ReplayWindow, Verdict
+from firmware.shared.errors import TransportError
+
+TXT = 16
 
 
-class FakeConsole:
-    def __init__(self, zone: str = "c.test") -> None:
+class LoopbackConsole:
+    def __init__(self, state: Path, zone: str = "c.test") -> None:
+        state.mkdir(parents=True, exist_ok=True)
         self.key = OwnPrivateKey.generate()
         self.zone = zone
-        self.devices: dict[bytes, bytes] = {}
-        self.window: dict[bytes, ReplayWindow] = {}
-        self.parts = Reassembler()
-        self.events: dict[tuple[bytes, int], Event] = {}
-        self.heartbeats = 0
-        self.queries = 0
+        self.store = Store(state / "console.db")
+        self.core = Console(zone, self.key, self.store, state_dir=state)
+        self.lock = threading.Lock()
         self.down = False
+        self.queries = 0
+        self.nonces: list[tuple[bytes, int, int]] = []
 
-    def enroll(self, device_public: PeerPublicKey) -> None:
-        self.devices[device_public.device_id()] = self.key.shared_key(device_public)
+    def enroll(self, public: PeerPublicKey, name: str = "dev") -> None:
+        with self.lock:
+            self.store.enroll(name, public.text(), public.device_id(), time.time())
+            self.core.refresh_registry()
 
     def exchange(self, qname: str) -> bytes:
-        self.queries += 1
-        if self.down:
-            raise TransportError("console unreachable (fake)")
-        labels = names.split_name(qname, self.zone)
-        assert labels is not None
-        raw = names.decode_labels(labels)
-        header = frame.parse_header(raw)
-        key = self.devices[header.device_id]
-        window = self.window.setdefault(header.device_id, ReplayWindow())
-        assert window.check(header.counter) is Verdict.NEW, "agent reused a counter"
-        window.accept(header.counter)
-        body = decode_body(frame.open_body(key, header, raw))
-        if isinstance(body, Fragment):
-            done = (header.device_id, body.msg_id) in self.events
-            received = frozenset(range(body.count))
-            if not done:
-                message, received = self.parts.add(header.device_id, body, time.time())
-                if message is not None:
-                    self.events[(header.device_id, body.msg_id)] = decode_message(message)
-                    done = True
-            reply = encode_reply(FragmentAck(body.msg_id, done, received, body.count))
-        else:
-            self.heartbeats += 1
-            reply = encode_reply(HeartbeatAck(0, int(time.time())))
-        return frame.seal_reply(key, header, reply)
+        with self.lock:
+            self.queries += 1
+            if self.down:
+                raise TransportError("console unreachable (test)")
+            labels = names.split_name(qname, self.zone)
+            assert labels is not None, qname
+            header = frame.parse_header(names.decode_labels(labels))
+            self.nonces.append((header.device_id, header.session, header.counter))
+            answer = self.core.handle([x.encode() for x in qname.rstrip(".").split(".")], TXT)
+            committed = self.core.commit()
+            if answer.kind is not Kind.TXT or (answer.durable and not committed):
+                raise TransportError(f"console answered {answer.kind.value}")
+            return answer.txt
+
+    def flush(self) -> None:
+        with self.lock:
+            self.core.flush()
+
+    def events(self, logtype: int | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            self.core.commit()
+            rows = [r.record(mask_secrets=False) for r in self.store.events()]
+        return [r for r in rows if logtype is None or r["logtype"] == logtype]
+
+    def nonces_unique(self) -> bool:
+        return len(set(self.nonces)) == len(self.nonces)

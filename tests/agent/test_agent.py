@@ -1,11 +1,14 @@
-"""Beacon agent: persistence, bounds, retransmission and exactly-once delivery."""
+"""Beacon agent: persistence, bounds, retransmission and exactly-once delivery to the real core."""
 
 import asyncio
 import json
-import os
+import random
+import shutil
 import socket
+import string
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,28 +17,43 @@ from firmware.agent.queue import EventQueue
 from firmware.agent.runner import Agent
 from firmware.agent.storage import CounterSource, load_or_create_key
 from firmware.config import parse
-from firmware.errors import ConfigError, StorageError
 from firmware.eventpath import SocketSink, encode_datagram
 from firmware.protocol.catalogue import EventCode
 from firmware.protocol.event import Event, decode_message
+from firmware.protocol.fragment import Reassembler, split
 from firmware.protocol.replay import SEQ_BITS
+from firmware.shared.errors import ConfigError, StorageError
 
-from .fakes import FakeConsole
+from .fakes import LoopbackConsole
+
+_RNG = random.Random(3)
+NOISE = "".join(_RNG.choice(string.ascii_letters + string.digits) for _ in range(400))
 
 
-def login(i: int) -> Event:
-    return Event(EventCode.SSH_LOGIN_ATTEMPT, 1_700_000_000 + i, "127.0.0.9", 40000 + i,
-                 "127.0.0.1", 2222, {"USERNAME": f"user{i}", "PASSWORD": "p" * 150})
+def login(i: int, password: str = "p" * 150, src: str = "127.0.0.9") -> Event:
+    return Event(EventCode.SSH_LOGIN_ATTEMPT, 1_700_000_000 + i, src, 40000 + i,
+                 "127.0.0.1", 2222, {"USERNAME": f"user{i}", "PASSWORD": password})
 
 
-def make_agent(tmp_path: Path, console: FakeConsole, **limits: int) -> Agent:
-    key, _ = load_or_create_key(tmp_path / "data")
-    console.enroll(key.public())
-    cfg = parse({"device": {"data_dir": str(tmp_path / "data"), "run_dir": str(tmp_path / "run")},
+def make_agent(tmp_path: Path, console: LoopbackConsole, data: str = "data", **limits: int
+               ) -> Agent:
+    key, _ = load_or_create_key(tmp_path / data)
+    if key.public().device_id() not in console.core._devices:
+        console.enroll(key.public())
+    cfg = parse({"device": {"data_dir": str(tmp_path / data), "run_dir": str(tmp_path / "run")},
                  "console": {"zone": console.zone, "public_key": console.key.public().text(),
                              "heartbeat_interval": 3600, "max_backoff": 0.05},
                  "limits": limits})
     return Agent(cfg, transport=console)
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> LoopbackConsole:
+    return LoopbackConsole(tmp_path / "console")
+
+
+def users(console: LoopbackConsole) -> list[str]:
+    return sorted(e["logdata"]["USERNAME"] for e in console.events(4002))
 
 
 def drain_and_stop(agent: Agent, sender: threading.Thread, timeout: float) -> None:
@@ -54,6 +72,12 @@ def test_counter_epoch_survives_restart(tmp_path):
     b = CounterSource(tmp_path)
     assert b.next() > max(first)
     assert (b.next() >> SEQ_BITS) == (first[0] >> SEQ_BITS) + 1
+    assert a.session != b.session  # random per start (a collision here is a 1 in 2^32 event)
+
+
+def test_corrupt_counter_file_is_survived(tmp_path):
+    (tmp_path / "counter.epoch").write_text("garbage")
+    assert CounterSource(tmp_path).epoch == 1  # the console's Stale answer moves it on
 
 
 def test_corrupt_key_file_is_a_clear_error(tmp_path):
@@ -78,7 +102,7 @@ def test_queue_bound_drops_oldest_and_reports_it(tmp_path):
     q.report_drops()  # still pending: no second report
     assert q.depth() == 6
     oldest = q.oldest()
-    assert oldest is not None and oldest.id == ids[3]
+    assert oldest is not None and oldest.msg_id == ids[0], "the first of its source is kept"
     q.close()
     q2 = EventQueue(tmp_path / "q.db", max_events=5)  # survives a restart
     msgs = []
@@ -87,11 +111,57 @@ def test_queue_bound_drops_oldest_and_reports_it(tmp_path):
         q2.remove(item.id)
     assert [m.code for m in msgs][-1] is EventCode.EVENTS_DROPPED
     assert msgs[-1].data == {"COUNT": 3}
-    assert [m.data["USERNAME"] for m in msgs[:-1]] == [f"user{i}" for i in range(3, 8)]
+    assert [m.data["USERNAME"] for m in msgs[:-1]] == ["user0", *(f"user{i}" for i in range(4, 8))]
 
 
-def test_console_down_then_up_delivers_each_event_once(tmp_path):
-    console = FakeConsole()
+def test_a_flood_from_one_source_keeps_the_first_event_of_every_other(tmp_path):
+    q = EventQueue(tmp_path / "q.db", max_events=10)
+    q.put(login(0, src="192.0.2.1"))
+    q.put(login(1, src="192.0.2.2"))
+    for i in range(100):
+        q.put(login(100 + i, src="198.51.100.66"))
+    kept = []
+    while (item := q.oldest()) is not None:
+        kept.append(decode_message(item.message))
+        q.remove(item.id)
+    sources = [e.src_host for e in kept]
+    assert sources[:3] == ["192.0.2.1", "192.0.2.2", "198.51.100.66"]
+    assert kept[2].data["USERNAME"] == "user100", "the flood's own first event is kept too"
+    assert len(kept) == 10 and q.dropped() == 92
+
+
+def test_message_ids_never_repeat_across_queue_generations(tmp_path, console):
+    """A queue moved aside (as an operator might) starts anew; its events are still stored."""
+    agent = make_agent(tmp_path, console)
+    agent.queue.put(login(1))
+    assert agent.send_one() and not agent.send_one()
+    agent.queue.close()
+    for name in ("queue.db", "queue.db-wal", "queue.db-shm"):
+        path = tmp_path / "data" / name
+        if path.exists():
+            path.rename(path.with_name(name + ".old"))
+    agent = make_agent(tmp_path, console)
+    agent.queue.put(login(2))
+    assert agent.send_one()
+    assert users(console) == ["user1", "user2"]
+
+
+def test_unreadable_queue_is_moved_aside_and_reported(tmp_path, console):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "queue.db").write_bytes(b"this is not a database" * 100)
+    agent = make_agent(tmp_path, console)
+    assert agent.queue.reset_reason
+    assert list((tmp_path / "data").glob("queue.db.unreadable-*"))
+    assert agent.send_one()
+    (reset,) = console.events(int(EventCode.QUEUE_RESET))
+    assert "queue.db.unreadable-" in reset["logdata"]["MOVED_TO"]
+    agent.send_heartbeat()
+    console.flush()
+    (unhealthy,) = console.events(int(EventCode.DEVICE_UNHEALTHY))
+    assert "queue reset" in unhealthy["logdata"]["REASONS"]
+
+
+def test_console_down_then_up_delivers_each_event_once(tmp_path, console):
     agent = make_agent(tmp_path, console)
     for i in range(5):
         agent.queue.put(login(i))
@@ -99,55 +169,60 @@ def test_console_down_then_up_delivers_each_event_once(tmp_path):
     worker = threading.Thread(target=agent.run)
     worker.start()
     time.sleep(0.3)
-    assert not console.events and agent.queue.depth() == 6
+    assert not console.events() and agent.queue.depth() >= 6
     console.down = False
     drain_and_stop(agent, worker, 10)
-    got = sorted(e.data.get("USERNAME", "") for e in console.events.values())
-    assert got == ["", "user0", "user1", "user2", "user3", "user4"]  # "" is the BOOT event
-    assert console.heartbeats >= 1
+    assert users(console) == [f"user{i}" for i in range(5)]
+    assert console.events(int(EventCode.BOOT))
+    assert console.core._devices[agent.beacon.device_id].health.beat is not None
+    assert console.nonces_unique()
 
 
-def test_partial_loss_at_console_is_repaired(tmp_path):
-    console = FakeConsole()
+def test_partial_loss_at_console_is_repaired(tmp_path, console):
     agent = make_agent(tmp_path, console)
-    msg = agent.queue.put(login(1))
-    real = console.exchange
+    agent.queue.put(login(1, password=NOISE))
+    item = agent.queue.oldest()
+    assert item is not None
+    count = len(split(item.message, item.msg_id, agent.beacon.body_size))
+    assert count >= 3, "the message must span several frames for this test to mean anything"
+    real: Callable[[str], bytes] = console.exchange
     calls = {"n": 0}
 
     def forgetful(qname: str) -> bytes:
         calls["n"] += 1
         if calls["n"] == 2:  # console restarts after the first fragment: partials lost
-            console.parts = type(console.parts)()
+            console.core._reassembler = Reassembler()
         return real(qname)
 
     agent.beacon.transport.exchange = forgetful  # type: ignore[method-assign]
-    item = agent.queue.oldest()
-    assert item is not None and item.id == msg
-    agent.beacon.deliver(item.id, item.message)
-    assert console.events[(agent.beacon.device_id, msg)].data["USERNAME"] == "user1"
+    agent.beacon.deliver(item.msg_id, item.message)
+    assert users(console) == ["user1"]
+    assert calls["n"] == count + 1, "exactly the lost fragment was sent again"
 
 
-def test_socket_path_validates_and_queues(tmp_path):
-    console = FakeConsole()
+def test_socket_path_validates_and_queues(tmp_path, console):
     agent = make_agent(tmp_path, console, event_datagram_bytes=2048)
-    sock = agent.open_socket()
-    assert oct(os.stat(agent.cfg.event_socket).st_mode & 0o777) == "0o660"
-    t = threading.Thread(target=agent.receive_loop, args=(sock,))
+    socks = agent.open_sockets()
+    path = agent.cfg.event_socket("ssh")
+    assert oct(path.stat().st_mode & 0o777) == "0o660"
+    t = threading.Thread(target=agent.receive_loop, args=(socks,))
     t.start()
     raw = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    for junk in (b"\xff\xfe", b"{}", json.dumps({"c": 9999}).encode(), b"x" * 5000):
-        raw.sendto(junk, str(agent.cfg.event_socket))
-    sink = SocketSink(agent.cfg.event_socket)
+    boot = Event(EventCode.BOOT, 1.0, data={"NODE": "forged"})
+    for junk in (b"\xff\xfe", b"{}", json.dumps({"c": 9999}).encode(), b"x" * 5000,
+                 encode_datagram(boot)):  # BOOT may only come from the agent itself
+        raw.sendto(junk, str(path))
+    sink = SocketSink(path)
     sink.emit(login(7))
     deadline = time.time() + 5
     while agent.queue.depth() < 1 and time.time() < deadline:
         time.sleep(0.02)
     agent.stop.set()
     t.join(5)
-    assert agent.queue.depth() == 1 and agent.rejected == 4
+    assert agent.queue.depth() == 1 and sum(agent.rejected.values()) == 5
+    assert any("ssh may send" in reason for reason in agent.rejected)
     item = agent.queue.oldest()
     assert item is not None and decode_message(item.message) == login(7)
-    assert len(encode_datagram(login(7))) < 2048
 
 
 def test_sink_keeps_backlog_while_agent_is_away(tmp_path):
@@ -164,17 +239,16 @@ def test_sink_keeps_backlog_while_agent_is_away(tmp_path):
     assert got == ["user2", "user3", "user4"]
 
 
-def test_events_still_in_the_socket_at_shutdown_are_kept(tmp_path):
-    console = FakeConsole()
+def test_events_still_in_the_socket_at_shutdown_are_kept(tmp_path, console):
     agent = make_agent(tmp_path, console)
-    sock = agent.open_socket()  # no receiver thread: the datagrams stay in the socket buffer
-    sink = SocketSink(agent.cfg.event_socket)
+    socks = agent.open_sockets()  # no receiver thread: the datagrams stay in the socket buffer
+    sink = SocketSink(agent.cfg.event_socket("ssh"))
     for i in range(3):
         sink.emit(login(i))
     assert not sink.backlog
-    agent.close_socket(sock)
+    agent.close_sockets(socks)
     assert agent.queue.depth() == 3
-    assert not agent.cfg.event_socket.exists()
+    assert not agent.cfg.event_socket("ssh").exists()
     sink.emit(login(3))  # the agent is gone now: the sink keeps it for the next one
     assert len(sink.backlog) == 1
 
@@ -199,8 +273,7 @@ def test_sink_retries_its_backlog_without_a_new_event(tmp_path):
     assert asyncio.run(scenario()) == ["user1"]
 
 
-def test_receiver_and_sender_threads_share_the_queue_safely(tmp_path):
-    console = FakeConsole()
+def test_receiver_and_sender_threads_share_the_queue_safely(tmp_path, console):
     agent = make_agent(tmp_path, console)
     sender = threading.Thread(target=agent.run)
     sender.start()
@@ -208,12 +281,143 @@ def test_receiver_and_sender_threads_share_the_queue_safely(tmp_path):
 
     def produce(k: int) -> None:  # the receiver's path: store, then wake the sender
         for i in range(40):
-            agent.accept_datagram(encode_datagram(login(k * 100 + i)), limit)
+            agent.accept_datagram("ssh", encode_datagram(login(k * 100 + i)), limit)
 
     producers = [threading.Thread(target=produce, args=(k,)) for k in range(3)]
     for p in producers:
         p.start()
     for p in producers:
         p.join()
-    drain_and_stop(agent, sender, 20)
-    assert len([e for e in console.events.values() if e.code is EventCode.SSH_LOGIN_ATTEMPT]) == 120
+    drain_and_stop(agent, sender, 30)
+    assert len(console.events(4002)) == 120
+
+
+def test_full_disk_is_counted_and_reported_in_the_heartbeat(tmp_path, console):
+    agent = make_agent(tmp_path, console)
+    db = agent.queue.db
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+    limit = agent.cfg.limits.event_datagram_bytes
+    for i in range(200):
+        agent.accept_datagram("ssh", encode_datagram(login(i, password=NOISE)), limit)
+    assert agent.store_failed > 0
+    db.execute("PRAGMA max_page_count = 1000000")
+    agent.send_heartbeat()
+    console.flush()
+    (event,) = console.events(int(EventCode.DEVICE_UNHEALTHY))
+    assert event["logdata"]["STORE_FAILED"] == agent.store_failed
+    assert "store failed" in event["logdata"]["REASONS"]
+
+
+def test_restored_data_partition_never_reuses_a_nonce_and_is_reported(tmp_path, console):
+    agent = make_agent(tmp_path, console)
+    agent.send_heartbeat()
+    backup = tmp_path / "backup"
+    shutil.copytree(tmp_path / "data", backup)  # key and counter epoch as of now
+    for _ in range(3):  # the device lives on: restarts, new epochs
+        agent.queue.close()
+        agent = make_agent(tmp_path, console)
+        agent.send_heartbeat()
+    agent.queue.close()
+    shutil.rmtree(tmp_path / "data")
+    shutil.copytree(backup, tmp_path / "data")  # restored from the backup
+    agent = make_agent(tmp_path, console)
+    agent.queue.put(login(1))
+    agent.send_heartbeat()  # the first frame is answered Stale; the agent jumps and resends
+    assert agent.send_one()
+    assert agent.beacon.stale_jumps == 1
+    assert users(console) == ["user1"]
+    assert console.nonces_unique(), "no (session, counter) pair was ever sent twice"
+    (cloned,) = console.events(int(EventCode.DEVICE_CLONED))
+    assert cloned["logdata"]["CLASHES"] == 1
+
+
+def test_cloned_card_streams_interleave_are_delivered_and_reported(tmp_path, console):
+    first = make_agent(tmp_path, console)
+    first.queue.close()
+    shutil.copytree(tmp_path / "data", tmp_path / "clone")
+    first = make_agent(tmp_path, console)
+    second = make_agent(tmp_path, console, data="clone")
+    for i in range(6):
+        agent = (first, second)[i % 2]
+        agent.queue.put(login(i))
+        assert agent.send_one()
+    assert users(console) == [f"user{i}" for i in range(6)]
+    assert console.events(int(EventCode.DEVICE_CLONED))
+    assert console.nonces_unique()
+
+
+def test_replayed_old_frame_is_not_mistaken_for_a_clone(tmp_path, console):
+    agent = make_agent(tmp_path, console)
+    recorded: list[str] = []
+    real: Callable[[str], bytes] = console.exchange
+
+    def recorder(qname: str) -> bytes:
+        recorded.append(qname)
+        return real(qname)
+
+    agent.beacon.transport.exchange = recorder  # type: ignore[method-assign]
+    agent.send_heartbeat()
+    for _ in range(3):
+        agent.send_heartbeat()
+    console.core._cache.clear()  # answers evicted: the console must decide afresh
+    with pytest.raises(Exception, match="nodata"):
+        real(recorded[0])
+    assert not console.events(int(EventCode.DEVICE_CLONED))
+    assert console.core.stats["duplicate"] == 1
+
+
+def test_heartbeat_reports_a_dead_receiver_and_the_watchdog_stops(tmp_path, console):
+    agent = make_agent(tmp_path, console)
+    notes: list[str] = []
+    agent.watchdog.notify = notes.append
+    agent.watchdog.period = 1.0
+    agent.receive_loop = lambda socks: None  # type: ignore[method-assign]
+    server = threading.Thread(target=agent.serve)
+    server.start()
+    deadline = time.time() + 10
+    while not any(n.startswith("STATUS=stalled") for n in notes) and time.time() < deadline:
+        time.sleep(0.05)
+    agent.send_heartbeat()
+    agent.stop.set()
+    server.join(10)
+    assert notes[0].startswith("READY=1")
+    assert any("receiver" in n for n in notes if n.startswith("STATUS=stalled"))
+    console.flush()
+    (event,) = console.events(int(EventCode.DEVICE_UNHEALTHY))
+    assert "event receiver down" in event["logdata"]["REASONS"]
+
+
+def test_listeners_are_reported_at_start(tmp_path, console):
+    agent = make_agent(tmp_path, console)
+    listener = socket.socket()
+    listener.bind(("0.0.0.0", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        agent.check_listeners()
+        agent.check_listeners()  # unchanged: no second event
+        while agent.send_one():
+            pass
+    finally:
+        listener.close()
+    (event,) = console.events(int(EventCode.LISTENERS))
+    assert str(port) in event["logdata"]["TCP"].split()
+
+
+def test_full_disk_is_reported_as_a_full_disk(tmp_path):
+    """Not as SQLite's "cannot rollback - no transaction is active" (it already rolled back)."""
+    q = EventQueue(tmp_path / "q.db", max_events=10_000)
+    q.db.execute(f"PRAGMA max_page_count = {q.db.execute('PRAGMA page_count').fetchone()[0]}")
+    with pytest.raises(StorageError) as info:
+        for i in range(500):
+            q.put(login(i, password=NOISE))
+    assert "full" in info.value.message and "free disk space" in info.value.hint
+    assert "rollback" not in info.value.message
+
+
+def test_refusal_reasons_stay_bounded(tmp_path, console):
+    agent = make_agent(tmp_path, console)
+    for i in range(500):  # every datagram a different bad key: a different reason text
+        bad = json.dumps({"c": 4002, "t": 1, "sp": 1, "dp": 1, "d": {f"bad{i}": 1}}).encode()
+        agent.accept_datagram("ssh", bad, 8192)
+    assert sum(agent.rejected.values()) == 500 and len(agent.rejected) <= 33

@@ -9,7 +9,7 @@ import dns.resolver
 import pytest
 
 from firmware.agent.transport import DnsTransport
-from firmware.errors import TransportError
+from firmware.shared.errors import TransportError
 
 
 def test_system_resolver_is_read_from_resolv_conf():

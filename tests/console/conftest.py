@@ -35,7 +35,7 @@ class Rig:
 
     def restart(self) -> None:
         """Flush and reopen everything from disk, as a console restart does."""
-        self.console.flush()
+        self.console.close()
         self.store.close()
         self.store = Store(self.path)
         self.console = Console(ZONE, self.key, self.store)

@@ -15,7 +15,7 @@ import dns.rdatatype
 
 from firmware.protocol.event import Event, encode_message
 from firmware.protocol.fragment import split
-from firmware.protocol.frame import OVERHEAD, Header, open_reply, seal
+from firmware.protocol.frame import Header, body_size, open_reply, seal
 from firmware.protocol.keys import OwnPrivateKey, PeerPublicKey
 from firmware.protocol.messages import (
     Body,
@@ -25,7 +25,7 @@ from firmware.protocol.messages import (
     decode_reply,
     encode_body,
 )
-from firmware.protocol.names import encode_frame, max_frame_bytes
+from firmware.protocol.names import encode_frame
 from firmware.protocol.replay import make_counter
 
 TXT = 16
@@ -41,6 +41,7 @@ class FakeDevice:
     key: OwnPrivateKey = field(default_factory=OwnPrivateKey.generate)
     epoch: int = 1
     seq: int = 0
+    session: int = 0x5E55
 
     @property
     def public_text(self) -> str:
@@ -58,21 +59,22 @@ class FakeDevice:
         self.seq += 1
         return make_counter(self.epoch, self.seq)
 
-    def frame(self, body: Body, counter: int | None = None) -> tuple[Header, bytes]:
+    def frame(self, body: Body, counter: int | None = None,
+              session: int | None = None) -> tuple[Header, bytes]:
         counter = self.next_counter() if counter is None else counter
-        frame = seal(self.shared, self.device_id, counter, encode_body(body))
-        return Header(self.device_id, counter), frame
+        header = Header(self.device_id, self.session if session is None else session, counter)
+        return header, seal(self.shared, header, encode_body(body, body_size(self.zone)))
 
     def labels(self, frame: bytes) -> list[str]:
         return [*encode_frame(frame), *self.zone.strip(".").split(".")]
 
-    def heartbeat(self, uptime: int = 5, queue_depth: int = 0) -> tuple[Header, list[str]]:
-        header, frame = self.frame(Heartbeat(uptime, queue_depth))
+    def heartbeat(self, uptime: int = 5, queue_depth: int = 0, **health: int
+                  ) -> tuple[Header, list[str]]:
+        header, frame = self.frame(Heartbeat(uptime, 60, queue_depth, **health))
         return header, self.labels(frame)
 
     def fragments(self, event: Event, msg_id: int) -> list[Fragment]:
-        room = max_frame_bytes(self.zone) - OVERHEAD
-        return split(encode_message(event), msg_id, room)
+        return split(encode_message(event), msg_id, body_size(self.zone))
 
     def open(self, header: Header, txt: bytes) -> Reply:
         return decode_reply(open_reply(self.shared, header, txt))

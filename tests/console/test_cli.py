@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 
 from firmware.protocol.keys import PeerPublicKey
 from firmware.protocol.messages import FragmentAck
+from firmware.shared.proc import run as proc_run
 from tests.console.device import FakeDevice, txt_of, wire_query
 from tests.console.test_core import LOGIN, PASSWORD
 from tests.console.test_server import udp_ask
@@ -23,12 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """The one subprocess helper of these tests: argv list, captured, checked."""
-    proc = subprocess.run(list(argv), cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{shlex.join(argv)} -> {proc.returncode}\n{proc.stderr}")
-    return proc
+    """The shared runner (argv list, timeout, checked), with text output for these tests."""
+    proc = proc_run(list(argv), cwd=ROOT, capture=True, quiet=True, check=check, timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(),
+                                       proc.stderr.decode())
 
 
 def console(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -107,13 +105,14 @@ def test_serve_dig_events_and_restart(state: tuple[Path, FakeDevice]) -> None:
     assert PASSWORD in shown
     devices = console("devices", "--state", str(st)).stdout
     assert "pi-1" in devices and device.device_id.hex() in devices
+    assert "status=ok" in devices and "interval=60" in devices
 
 
 def test_errors_have_a_hint_and_an_exit_code(tmp_path: Path,
                                              state: tuple[Path, FakeDevice]) -> None:
     st, device = state
     missing = console("devices", "--state", str(tmp_path / "nope"), check=False)
-    assert missing.returncode == 64 and "hint: run `python3 -m console init" in missing.stderr
+    assert missing.returncode == 64 and "-m console init --state" in missing.stderr
     again = console("init", "--state", str(st), "--zone", "c.test", check=False)
     assert again.returncode == 64 and "already holds a console" in again.stderr
     bad_zone = console("init", "--state", str(tmp_path / "z"), "--zone", "bad_zone!", check=False)
@@ -124,6 +123,9 @@ def test_errors_have_a_hint_and_an_exit_code(tmp_path: Path,
     bad_key = console("enroll", "--state", str(st), "--name", "x", "--public-key", "abc",
                       check=False)
     assert bad_key.returncode == 64 and "base64" in bad_key.stderr
+    low_order = console("enroll", "--state", str(st), "--name", "x", "--public-key",
+                        "A" * 43 + "=", check=False)  # 32 zero bytes: every shared key the same
+    assert low_order.returncode == 64 and "low-order" in low_order.stderr
     busy = Served(st)
     try:
         taken = console("serve", "--state", str(st), "--listen", f"127.0.0.1:{busy.port}",

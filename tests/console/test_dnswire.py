@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from console import dnswire as w
-from firmware.errors import DecodeError
+from firmware.shared.errors import DecodeError
 
 QUERY = bytes.fromhex(
     "1234 0100 0001 0000 0000 0000"  # id, RD, one question
@@ -140,3 +140,50 @@ def test_mutated_queries_only_ever_raise_decode_error(prefix: int, junk: bytes) 
         w.parse_query(QUERY[:prefix] + junk + QUERY[prefix:])
     except DecodeError:
         pass
+
+
+def name_of(size: int) -> bytes:
+    """A wire name of exactly ``size`` bytes (root byte included): 63-byte labels, then one
+    shorter label to make up the rest."""
+    body = size - 1
+    labels = [b"a" * 63] * (body // 64)
+    rest = body % 64
+    if rest:
+        labels.append(b"b" * (rest - 1))
+    return b"".join(bytes((len(x),)) + x for x in labels) + b"\x00"
+
+
+def test_names_up_to_255_bytes_parse_and_one_byte_more_does_not() -> None:
+    for size in (254, 255):
+        name = name_of(size)
+        assert len(name) == size
+        assert len(w.parse_query(QUERY[:12] + name + QUERY[-4:]).question) == size + 4
+    with pytest.raises(DecodeError, match="longer than 255"):
+        w.parse_query(QUERY[:12] + name_of(256) + QUERY[-4:])
+
+
+@pytest.mark.parametrize("labels", [5, 50, 1000])
+def test_a_long_name_is_read_no_further_than_255_bytes(labels: int) -> None:
+    data = QUERY[:12] + (b"\x3f" + b"a" * 63) * labels + b"\x00" + QUERY[-4:]
+    with pytest.raises(DecodeError, match="longer than 255") as info:
+        w.parse_query(data)
+    assert info.value.offset < w.HEADER_LEN + w.MAX_NAME_WIRE  # stopped inside the bound
+
+
+def test_max_query_holds_the_longest_query_with_common_options() -> None:
+    """12 header + 255 name + 4 + OPT (11) with a cookie (4 + 8 + 32), client subnet for an
+    IPv6 /128 (4 + 4 + 16) and NSID (4), padded to exactly MAX_QUERY: it parses."""
+    cookie = b"\x00\x0a\x00\x28" + bytes(40)
+    subnet = b"\x00\x08\x00\x14" + b"\x00\x02\x80\x00" + bytes(16)
+    nsid = b"\x00\x03\x00\x00"
+    head = QUERY[:11] + b"\x01" + name_of(255) + QUERY[-4:]
+    options = cookie + subnet + nsid
+    assert len(head) + 11 + len(options) == 354  # what the bound must hold at least
+    pad = w.MAX_QUERY - len(head) - 11 - len(options)
+    options += b"\x00\x0c" + (pad - 4).to_bytes(2, "big") + bytes(pad - 4)
+    data = head + b"\x00" + bytes.fromhex("0029 04d0 00000000") + len(options).to_bytes(
+        2, "big") + options
+    assert len(data) == w.MAX_QUERY == 512
+    q = w.parse_query(data)
+    assert q.edns_size == 1232 and len(q.question) == 259
+    assert dns.message.from_wire(data).edns == 0  # and an independent parser agrees

@@ -3,7 +3,6 @@ minimisation on, stub zone pointing at the console on 127.0.0.1 (high ports, no 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import threading
 import time
@@ -13,26 +12,27 @@ from pathlib import Path
 import pytest
 
 from console.config import ServerLimits
-from console.server import Server
+from console.server import Server, bind_or_inherit
 from firmware.protocol.messages import FragmentAck, HeartbeatAck
-from scripts.lab import free_port, write_unbound_conf
+from scripts.lab import free_port, need, write_unbound_conf
 from tests.console.conftest import Rig
 from tests.console.device import TXT, txt_of, wire_query
 from tests.console.test_core import LOGIN
 from tests.console.test_server import udp_ask
 
-pytestmark = pytest.mark.skipif(shutil.which("unbound") is None, reason="unbound not installed")
 
 @pytest.fixture
 def resolver(rig: Rig, tmp_path: Path) -> Iterator[tuple[Rig, tuple[str, int]]]:
-    server = Server(rig.responder, "127.0.0.1", 0, ServerLimits(flush_interval=0.2),
-                    rig.console.flush)
+    unbound = need("unbound")  # a missing unbound fails the test (ToolError), never skips it
+    server = Server(rig.responder, bind_or_inherit("127.0.0.1:0"),
+                    ServerLimits(flush_interval=0.2), rig.console.flush,
+                    commit=rig.console.commit)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     port = free_port()
     conf = write_unbound_conf(tmp_path / "unbound.conf", port=port,
                               console_port=server.address[1], verbosity=0)
-    proc = subprocess.Popen(["unbound", "-d", "-c", str(conf)], stderr=subprocess.PIPE)
+    proc = subprocess.Popen([unbound, "-d", "-c", str(conf)], stderr=subprocess.PIPE)
     addr = ("127.0.0.1", port)
     try:
         wait_until_up(addr, proc)

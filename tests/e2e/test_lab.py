@@ -12,7 +12,7 @@ from scripts.lab import Lab
 
 @pytest.fixture(scope="module")
 def lab():
-    with Lab(heartbeat=2) as running:
+    with Lab(heartbeat=2, health={"offline_grace": 1}) as running:
         yield running
 
 
@@ -45,3 +45,20 @@ def test_console_down_then_up_every_event_exactly_once(lab):
                  30, "all outage events")  # one `console events` run per poll
     counts = Counter(e["logdata"].get("USERNAME") for e in lab.events() if e["logtype"] == 4002)
     assert all(counts[u] == 1 for u in users), counts
+
+
+def test_a_silent_device_is_reported_offline_then_online(lab):
+    """Kill the agent: the console raises DEVICE_OFFLINE by itself (3 intervals + grace), shows
+    it in `console devices`, and DEVICE_ONLINE when heartbeats come back."""
+    lab.wait_for(lambda: "status=ok" in lab.console("devices"), 30, "a healthy device")
+    lab.kill("agent")
+    lab.wait_event(lambda e: e["logtype"] == 1200 and e["node_id"] == "lab-device", timeout=40)
+    assert "status=offline" in lab.console("devices")
+    lab.start_agent()
+    lab.wait_event(lambda e: e["logtype"] == 1201, timeout=40)
+    lab.wait_for(lambda: "status=ok" in lab.console("devices"), 30, "status ok again")
+
+
+def test_the_device_reports_its_listeners(lab):
+    event = lab.wait_event(lambda e: e["logtype"] == 1103, timeout=30)
+    assert str(lab.ssh_port) not in event["logdata"]["TCP"].split(), "127.0.0.1 is loopback"

@@ -63,3 +63,19 @@ def extract(img: Path, part: dict[str, int | str], dest: Path) -> Path:
             out.write(block)
             left -= len(block)
     return dest
+
+
+def cpio_files(data: bytes) -> dict[str, bytes]:
+    """name -> content of a "newc" cpio archive (the initramfs format)."""
+    files: dict[str, bytes] = {}
+    pos = 0
+    while True:
+        header = data[pos:pos + 110]
+        assert header[:6] == b"070701", f"not newc at {pos}"
+        size, namesize = int(header[54:62], 16), int(header[94:102], 16)
+        name = data[pos + 110:pos + 110 + namesize - 1].decode()
+        pos = (pos + 110 + namesize + 3) & ~3
+        if name == "TRAILER!!!":
+            return files
+        files[name] = data[pos:pos + size]
+        pos = (pos + size + 3) & ~3

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from firmware.errors import EnvironmentFault, InputError, ToolError
+from firmware.shared.cli import main_guard
+from firmware.shared.errors import EnvironmentFault, InputError, ToolError
 from scripts.image import hosttools, lock
-from scripts.image.common import boards, fail
+from scripts.image.common import OS_HINT, boards
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,11 +31,19 @@ def test_unknown_board_lists_the_boards() -> None:
     assert sorted(boards()) == ["qemu-arm64", "rpi4"]
 
 
-def test_make_image_unknown_board() -> None:
+def test_make_image_unknown_board_installs_nothing(tmp_path: Path) -> None:
+    """A wrong BOARD is refused before any package tool runs (shims record any call)."""
+    calls = tmp_path / "calls"
+    for tool in ("apt-get", "dpkg-query", "pip"):
+        shim = tmp_path / tool
+        shim.write_text(f'#!/bin/sh\necho {tool} >> "{calls}"\nexit 1\n')
+        shim.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
     proc = subprocess.run(["make", "-s", "image", "BOARD=nope"], cwd=REPO, capture_output=True,
-                          text=True, check=False, timeout=600)
+                          text=True, check=False, timeout=120, env=env)
     assert proc.returncode != 0
     assert "unknown BOARD='nope'" in proc.stderr and "qemu-arm64, rpi4" in proc.stderr
+    assert not calls.exists(), f"ran {calls.read_text()} before checking the board"
 
 
 def test_help() -> None:
@@ -70,15 +79,19 @@ def test_download_with_wrong_hash_is_refused(tmp_path: Path) -> None:
 
 
 def test_os_error_at_the_entry_point_is_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
-    full = OSError(28, "No space left on device", "/work/out/qemu-arm64/coalmine.img")
-    with pytest.raises(SystemExit) as exit_info:
-        fail(full)
-    assert exit_info.value.code == 1
+    def full() -> None:
+        raise OSError(28, "No space left on device", "/work/out/qemu-arm64/coalmine.img")
+
+    assert main_guard(full, os_hint=OS_HINT) == 71  # EX_OSERR
     err = capsys.readouterr().err
     assert "error: No space left on device: /work/out/qemu-arm64/coalmine.img" in err
     assert "df -h" in err
+
+    def bug() -> None:
+        raise KeyError("x")
+
     with pytest.raises(KeyError):  # a bug is not dressed up as a user error
-        fail(KeyError("x"))
+        main_guard(bug, os_hint=OS_HINT)
 
 
 def test_missing_host_tool_names_the_package_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,13 +4,14 @@ A/B root slots and the data partition."""
 
 from __future__ import annotations
 
+import gzip
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.image.conftest import extract, partitions
+from tests.image.conftest import cpio_files, extract, partitions
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(3600)]  # builds take minutes
 MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"}
@@ -80,6 +81,15 @@ def test_config_and_cmdline_are_consistent(fat: Path, image: Path) -> None:
     assert args["coalmine.slot"] == "a"
     assert "console=ttyS1,115200" in cmdline.split()
     assert "coalmine.debug" not in cmdline
+
+
+def test_production_initramfs_offers_no_shell(fat: Path, tmp_path: Path) -> None:
+    initrd = tmp_path / "initrd.img"
+    subprocess.run(["mcopy", "-i", str(fat), "::a/initrd.img", str(initrd)], check=True,
+                   env=MTOOLS_ENV)
+    init = cpio_files(gzip.decompress(initrd.read_bytes()))["init"].decode()
+    assert "switch_root /newroot /sbin/init" in init
+    assert "exec sh" not in init and "coalmine.debug)" not in init
 
 
 def test_outputs_and_checksums(rpi4_out: Path) -> None:

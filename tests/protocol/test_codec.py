@@ -1,15 +1,26 @@
-"""Round trips, tampering and bounds for the pure DNS protocol v1 codecs."""
+"""Round trips, tampering, shape and bounds for the pure DNS protocol v2 codecs."""
+
+import ipaddress
+import unicodedata
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware.errors import AuthenticationError, DecodeError, InputError
 from firmware.protocol import frame, keys, messages, names
 from firmware.protocol.catalogue import EventCode
-from firmware.protocol.event import Event, decode_message, encode_message, to_opencanary
+from firmware.protocol.event import (
+    MAX_TIME_US,
+    Event,
+    decode_message,
+    encode_message,
+    from_compact,
+    to_opencanary,
+)
 from firmware.protocol.fragment import Reassembler, split
 from firmware.protocol.replay import ReplayWindow, Verdict
+from firmware.protocol.text import inert
+from firmware.shared.errors import AuthenticationError, DecodeError, InputError
 
 DEV = keys.OwnPrivateKey(bytes(range(1, 33)))
 CON = keys.OwnPrivateKey(bytes(range(101, 133)))
@@ -32,20 +43,23 @@ def test_names_reject_non_canonical(labels):
         names.decode_labels(labels)
 
 
-@given(st.binary(max_size=110), st.integers(0, frame.MAX_COUNTER))
-def test_frame_round_trip_and_reply_binding(body, counter):
-    sealed = frame.seal(KEY, DID, counter, body)
-    header = frame.parse_header(sealed)
+@given(st.binary(max_size=110), st.integers(0, frame.MAX_SESSION),
+       st.integers(0, frame.MAX_COUNTER))
+def test_frame_round_trip_and_reply_binding(body, session, counter):
+    header = frame.Header(DID, session, counter)
+    sealed = frame.seal(KEY, header, body)
+    assert frame.parse_header(sealed) == header
     assert frame.open_body(KEY, header, sealed) == body
     reply = frame.seal_reply(KEY, header, b"ok")
     assert frame.open_reply(KEY, header, reply) == b"ok"
-    with pytest.raises(AuthenticationError):  # bound to this query's counter
-        frame.open_reply(KEY, frame.Header(DID, counter ^ 1), reply)
+    for other in (frame.Header(DID, session, counter ^ 1), frame.Header(DID, session ^ 1, counter)):
+        with pytest.raises(AuthenticationError):  # bound to this query's session and counter
+            frame.open_reply(KEY, other, reply)
 
 
-@given(st.integers(0, 40), st.integers(0, 7))
+@given(st.integers(0, 60), st.integers(0, 7))
 def test_tampered_frame_rejected(pos, bit):
-    sealed = bytearray(frame.seal(KEY, DID, 42, b"heartbeat body"))
+    sealed = bytearray(frame.seal(KEY, frame.Header(DID, 9, 42), b"heartbeat body"))
     pos %= len(sealed)
     sealed[pos] ^= 1 << bit
     with pytest.raises(InputError):
@@ -55,29 +69,54 @@ def test_tampered_frame_rejected(pos, bit):
 
 def test_wrong_key_rejected():
     other = keys.OwnPrivateKey.generate().shared_key(CON.public())
-    sealed = frame.seal(other, DID, 1, b"x")
+    sealed = frame.seal(other, frame.Header(DID, 1, 1), b"x")
     with pytest.raises(AuthenticationError):
         frame.open_body(KEY, frame.parse_header(sealed), sealed)
 
 
+@pytest.mark.parametrize("raw", [bytes(32), bytes([1] + [0] * 31), bytes.fromhex(
+    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")])
+def test_low_order_public_keys_are_refused(raw):
+    with pytest.raises(DecodeError, match="low-order"):
+        keys.PeerPublicKey(raw)
+
+
+SIZE = frame.body_size("c.test")
 bodies = st.one_of(
-    st.builds(messages.Heartbeat, st.integers(0, 2**32 - 1), st.integers(0, 65535),
+    st.builds(messages.Heartbeat, *(st.integers(0, 2**32 - 1) for _ in range(1)),
+              st.integers(0, 65535), *(st.integers(0, 2**32 - 1) for _ in range(5)),
               st.integers(0, 255)),
     st.integers(1, 255).flatmap(lambda n: st.builds(
-        messages.Fragment, st.integers(0, 2**32 - 1), st.integers(0, n - 1), st.just(n),
-        st.binary(min_size=1, max_size=110))),
+        messages.Fragment, st.integers(0, 2**64 - 1), st.integers(0, n - 1), st.just(n),
+        st.binary(min_size=1, max_size=SIZE - messages.FRAGMENT_HEADER_LEN - 1))),
 )
 replies = st.one_of(
     st.builds(messages.HeartbeatAck, st.integers(0, 255), st.integers(0, 2**32 - 1)),
+    st.builds(messages.Stale, st.integers(0, frame.MAX_COUNTER)),
     st.integers(1, 255).flatmap(lambda n: st.builds(
-        messages.FragmentAck, st.integers(0, 2**32 - 1), st.booleans(),
+        messages.FragmentAck, st.integers(0, 2**64 - 1), st.booleans(),
         st.frozensets(st.integers(0, n - 1)), st.just(n))),
 )
 
 
+def test_heartbeats_and_fragments_look_alike_on_the_wire():
+    """Same label count and lengths, same answer size: the DNS path cannot tell them apart."""
+    beat = messages.encode_body(messages.Heartbeat(1, 60), SIZE)
+    frag = messages.encode_body(messages.Fragment(7, 0, 1, b"e" * 20), SIZE)
+    shapes = [[len(label) for label in names.encode_frame(frame.seal(KEY, frame.Header(
+        DID, 1, 1), body))] for body in (beat, frag)]
+    assert shapes[0] == shapes[1] == [63, 63, 63, 53]
+    acks = [messages.encode_reply(r) for r in (
+        messages.HeartbeatAck(0, 1), messages.Stale(5),
+        messages.FragmentAck(1, True, frozenset(range(255)), 255))]
+    assert {len(a) for a in acks} == {messages.REPLY_SIZE}
+
+
 @given(bodies)
 def test_body_round_trip(body):
-    assert messages.decode_body(messages.encode_body(body)) == body
+    encoded = messages.encode_body(body, SIZE)
+    assert len(encoded) == SIZE
+    assert messages.decode_body(encoded) == body
 
 
 @given(replies)
@@ -94,19 +133,54 @@ def test_random_bodies_never_escape_other_errors(data):
             pass
 
 
-texts = st.text(max_size=300)
+def not_mapped(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return not isinstance(ip, ipaddress.IPv6Address) or ip.ipv4_mapped is None
+
+
+texts = st.text(max_size=300).map(inert)
+hosts = st.one_of(st.just(""), st.ip_addresses(v=4).map(str),
+                  st.ip_addresses(v=6).filter(not_mapped).map(str))
 events = st.builds(
-    Event, st.sampled_from(list(EventCode)), st.integers(0, 4_000_000_000_000_000).map(
-        lambda us: us / 1_000_000), st.text(max_size=50), st.integers(-1, 65535),
-    st.text(max_size=50), st.integers(-1, 65535),
+    Event, st.sampled_from(list(EventCode)), st.integers(0, MAX_TIME_US).map(
+        lambda us: us / 1_000_000), hosts, st.integers(-1, 65535), hosts,
+    st.integers(-1, 65535),
     st.dictionaries(st.from_regex(r"[A-Z][A-Z0-9_]{0,10}", fullmatch=True),
-                    st.one_of(texts, st.integers(-(2**31), 2**31)), max_size=6))
+                    st.one_of(texts, st.integers(-(2**53) + 1, 2**53 - 1)), max_size=6))
 
 
 @given(events)
 def test_event_message_round_trip(event):
     back = decode_message(encode_message(event))
     assert back == event
+    to_opencanary(back, "n")  # every accepted time renders, in any local time zone
+
+
+@given(st.text(max_size=200))
+def test_inert_is_idempotent_and_leaves_no_control_characters(text):
+    once = inert(text)
+    assert inert(once) == once
+    assert not any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in once)
+    once.encode("utf-8")  # lone surrogates are escaped, so it always encodes
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("t", 2**62), ("t", -1), ("t", 1.5), ("sh", "evil.example"), ("sh", "<script>"),
+    ("dh", "10.0.0.1 "), ("sp", 70000), ("d", {"A": 2**60}), ("d", {"A": True}),
+    ("d", {"a": "lower-case key"}), ("c", 4999),
+])
+def test_compact_fields_outside_what_the_console_accepts_are_refused(field, value):
+    good = {"c": 4002, "t": 1_700_000_000_000_000, "sh": "192.0.2.1", "sp": 1, "dh": "",
+            "dp": 22, "d": {"USERNAME": "root"}}
+    from_compact(good)
+    with pytest.raises(DecodeError):
+        from_compact({**good, field: value})
+
+
+def test_compact_strings_are_made_inert_and_hosts_normalised():
+    ev = from_compact({"c": 4002, "t": 0, "sh": "::ffff:192.0.2.1", "sp": 1, "dp": 2,
+                       "d": {"USERNAME": "a\x1b[31mb\u202e\ud800"}})
+    assert ev.src_host == "192.0.2.1"
+    assert ev.data["USERNAME"] == "a\\x1b[31mb\\u202e\\ud800"
 
 
 @given(st.binary(max_size=300))
@@ -137,7 +211,7 @@ def test_opencanary_shape_and_masking():
 
 @given(st.binary(min_size=1, max_size=3000), st.randoms())
 def test_fragments_reassemble_in_any_order_with_duplicates(message, rnd):
-    frags = split(message, 9, 117)
+    frags = split(message, 9, SIZE)
     shuffled = frags + frags[: len(frags) // 2]
     rnd.shuffle(shuffled)
     r = Reassembler()
@@ -166,3 +240,12 @@ def test_replay_window():
     assert w.check(12) is Verdict.NEW
     w.accept(500)
     assert w.check(20) is Verdict.TOO_OLD and w.highest == 500
+
+
+def test_reassembler_sweeps_old_partials_and_keeps_new_ones():
+    r = Reassembler(max_age=100)
+    r.add(DID, messages.Fragment(1, 0, 2, b"old"), 1000.0)
+    assert r.add(DID, messages.Fragment(2, 0, 2, b"a"), 1200.0) == (None, frozenset({0}))
+    assert not r.holds(DID, 1), "swept: older than max_age"
+    assert r.add(DID, messages.Fragment(2, 1, 2, b"b"), 1201.0)[0] == b"ab"
+    assert r.pending() == 0

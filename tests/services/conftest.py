@@ -17,9 +17,19 @@ from typing import Any
 import pytest
 
 from firmware.config import DeviceConfig, Limits, SSHService, parse
-from firmware.eventpath import EventSink, MemorySink
+from firmware.eventpath import EventSink
 from firmware.protocol.event import Event
 from firmware.services.base import Service
+
+
+class MemorySink:
+    """Test double of ``SocketSink``: same interface, keeps the events in a list."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
 
 
 def make_config(tmp_path: Path, **limits: Any) -> DeviceConfig:

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from firmware.eventpath import encode_datagram
 from firmware.protocol.catalogue import EventCode
 from firmware.protocol.event import Event, from_compact
-from firmware.services.base import REGISTRY, Service, address, clean_data, discover, fit, inert
+from firmware.protocol.text import inert
+from firmware.services.base import REGISTRY, Service, address, clean_data, discover, fit
 
 
 class Echo(Service, register=False):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import grp
 import os
 import re
-import socket
 import stat
 import subprocess
 import time
@@ -22,10 +22,11 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from firmware.errors import ConfigError
 from firmware.protocol.catalogue import EventCode
 from firmware.protocol.event import Event
-from firmware.services.ssh import MAX_AUTH_ATTEMPTS, SSHHoneypot, load_or_create_host_key
+from firmware.services.__main__ import main as services_main
+from firmware.services.ssh import MAX_AUTH_ATTEMPTS, SSHHoneypot, load_host_key, make_host_key
+from firmware.shared.errors import ConfigError
 from tests.services.test_base import closed_within, connect
 
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -43,6 +44,14 @@ def ssh(port: int, user: str, *opts: str, password: str | None = None) -> int:
 
 def code(c: EventCode) -> Callable[[Event], bool]:
     return lambda e: e.code == c
+
+
+@pytest.fixture(autouse=True)
+def host_key(tmp_path):
+    """What the root oneshot does on the device before the honeypot starts."""
+    key, created = make_host_key(tmp_path / "ssh" / "host_key")
+    assert created
+    return key
 
 
 @pytest.fixture
@@ -189,21 +198,71 @@ def test_hostile_credentials_are_bounded_and_inert(honeypot):
 
 def test_host_key_is_created_private_and_reused(tmp_path):
     path = tmp_path / "state" / "ssh" / "host_key"
-    first = load_or_create_host_key(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    first, created = make_host_key(path)
+    assert created
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o750
     assert first.get_algorithm() == "ssh-ed25519"
-    again = load_or_create_host_key(path)
-    assert again.get_fingerprint() == first.get_fingerprint()
+    again, created = make_host_key(path)
+    assert not created and again.get_fingerprint() == first.get_fingerprint()
+    assert load_host_key(path).get_fingerprint() == first.get_fingerprint()
+    assert [p.name for p in path.parent.iterdir()] == ["host_key"], "no temporary left behind"
     path.write_bytes(b"not a key")
     with pytest.raises(ConfigError, match="host key"):
-        load_or_create_host_key(path)
+        make_host_key(path)
+    assert path.read_bytes() == b"not a key", "a key that cannot be read is never replaced"
+    with pytest.raises(ConfigError, match="host key"):
+        load_host_key(path)
+
+
+def test_host_key_belongs_to_the_service_group(tmp_path):
+    """As root (the device's oneshot): the group given may read the key, nobody else."""
+    if os.geteuid() != 0:
+        pytest.skip("setting the group needs root")
+    group = grp.getgrgid(os.getgid()).gr_name
+    other = next((g for g in grp.getgrall() if g.gr_gid != os.getgid()), None)
+    assert other is not None
+    path = tmp_path / "ssh" / "host_key"
+    make_host_key(path, other.gr_name)
+    for p, mode in ((path, 0o640), (path.parent, 0o2750)):
+        st = p.stat()
+        assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (other.gr_gid, mode), p
+    os.chown(path, 0, os.getgid())  # a key from before (or after a crash) is repaired
+    os.chmod(path, 0o600)
+    make_host_key(path, other.gr_name)
+    assert (path.stat().st_gid, stat.S_IMODE(path.stat().st_mode)) == (other.gr_gid, 0o640)
+    with pytest.raises(ConfigError, match="no group named"):
+        make_host_key(path, group + "-does-not-exist")
+
+
+def test_the_service_never_writes_its_key(tmp_path, start):
+    """A missing key stops the service with the fix; nothing is created in its place."""
+    (tmp_path / "ssh" / "host_key").unlink()
+    with pytest.raises(ConfigError, match="does not exist") as info:
+        start(SSHHoneypot)
+    assert "--make-host-key" in info.value.hint
+    assert list((tmp_path / "ssh").iterdir()) == []
+
+
+def test_command_line_makes_the_host_key(tmp_path, capsys):
+    conf = tmp_path / "device.toml"
+    key = tmp_path / "other" / "host_key"
+    conf.write_text(f'[services.ssh]\nhost_key = "{key}"\n')
+    assert services_main(["ssh", "--make-host-key", "--config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert "coalmine: SSH host key SHA256:" in out and "(new)" in out
+    assert load_host_key(key).get_fingerprint("sha256") in out
+    assert services_main(["ssh", "--make-host-key", "--config", str(conf)]) == 0
+    assert "(kept)" in capsys.readouterr().out
+    assert services_main(["ssh", "--key-group", "x", "--config", str(conf)]) == 64
 
 
 def test_the_client_sees_the_persistent_host_key(honeypot):
-    key = load_or_create_host_key(honeypot.service.cfg.ssh.host_key)
+    key = load_host_key(honeypot.service.cfg.ssh.host_key)
     out = subprocess.run(["ssh-keyscan", "-t", "ed25519", "-p", str(honeypot.port), "127.0.0.1"],
                          capture_output=True, text=True, timeout=20, check=True).stdout
     assert key.export_public_key().decode().split()[1] in out
-    assert socket.gethostname()  # keyscan's connection is recorded too
-    honeypot.wait_for(code(EventCode.SSH_REMOTE_VERSION))
+    # keyscan's connection is recorded too, with the version line OpenSSH's ssh-keyscan sends
+    ev = honeypot.wait_for(code(EventCode.SSH_REMOTE_VERSION))
+    assert ev.data["REMOTEVERSION"] == "SSH-2.0-OpenSSH-keyscan"
+    assert (ev.src_host, ev.dst_port) == ("127.0.0.1", honeypot.port)

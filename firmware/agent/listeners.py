@@ -1,0 +1,71 @@
+"""Which sockets the device listens on, from the kernel's own tables (/proc/self/net).
+
+A canary must listen only where a honeypot service listens: anything else (a resolver answering
+LLMNR, a debug service, something an intruder left behind) tells an attacker what the box is or
+that it was tampered with.  The agent reads the network namespace's socket tables, keeps the
+listeners that are reachable from the network (not loopback), and reports them as an event at
+start and whenever they change, so the console shows what the device exposes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from pathlib import Path
+
+TCP_LISTEN = "0A"
+TABLES = {"tcp": "TCP", "tcp6": "TCP", "udp": "UDP", "udp6": "UDP"}
+PROC_NET = Path("/proc/self/net")
+
+
+def parse_table(text: str, proto: str) -> set[int]:
+    """Ports listened on from one /proc/net table, loopback-only sockets left out."""
+    ports: set[int] = set()
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4 or ":" not in fields[1]:
+            continue
+        address, _, port = fields[1].rpartition(":")
+        if proto == "TCP" and fields[3] != TCP_LISTEN:
+            continue
+        if proto == "UDP" and fields[2].rpartition(":")[2] != "0000":
+            continue  # a connected UDP socket (a client), not a listener
+        if _loopback(address):
+            continue
+        ports.add(int(port, 16))
+    return ports
+
+
+def _loopback(hex_address: str) -> bool:
+    try:
+        raw = bytes.fromhex(hex_address)
+    except ValueError:
+        return False
+    if len(raw) == 4:
+        return ipaddress.IPv4Address(raw[::-1]).is_loopback
+    if len(raw) == 16:  # four little-endian 32-bit words
+        words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+        ip = ipaddress.IPv6Address(words)
+        return ip.is_loopback or (ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
+    return False
+
+
+def listeners(tables: Mapping[str, str]) -> dict[str, str]:
+    """{"TCP": "22", "UDP": "68"}-style summary from table name -> contents."""
+    found: dict[str, set[int]] = {"TCP": set(), "UDP": set()}
+    for name, text in tables.items():
+        proto = TABLES.get(name)
+        if proto:
+            found[proto] |= parse_table(text, proto)
+    return {proto: " ".join(str(p) for p in sorted(ports)) for proto, ports in found.items()}
+
+
+def read_listeners(proc_net: Path = PROC_NET) -> dict[str, str]:
+    """The device's network listeners now (tables that cannot be read count as empty)."""
+    tables = {}
+    for name in TABLES:
+        try:
+            tables[name] = (proc_net / name).read_text()
+        except OSError:
+            continue
+    return listeners(tables)
