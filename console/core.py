@@ -23,6 +23,7 @@ so the device jumps ahead; an old frame of a known session is a replay and gets 
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
@@ -32,11 +33,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from console import floors, health
 from console.store import DeviceRow, NewEvent, Progress, Store
-from firmware.protocol.catalogue import EventCode
+from firmware.protocol.catalogue import CONSOLE_ONLY, EventCode
 from firmware.protocol.event import Event, decode_message_text
 from firmware.protocol.fragment import Reassembler
 from firmware.protocol.frame import (
@@ -50,6 +51,7 @@ from firmware.protocol.frame import (
 )
 from firmware.protocol.keys import OwnPrivateKey, PeerPublicKey
 from firmware.protocol.messages import (
+    FRAGMENT,
     Fragment,
     FragmentAck,
     Heartbeat,
@@ -58,6 +60,7 @@ from firmware.protocol.messages import (
     Stale,
     decode_body,
     encode_reply,
+    unpad,
 )
 from firmware.protocol.names import decode_labels, max_frame_bytes
 from firmware.protocol.replay import SEQ_BITS, ReplayWindow, Verdict
@@ -74,7 +77,7 @@ TYPE_TXT = 16
 STAT_NAMES = (
     "queries", "accepted", "duplicate", "replayed", "auth_failed", "unknown_device",
     "undecodable", "events_stored", "storage_failed", "stale", "bad_device_rows",
-    "floors_failed",
+    "floors_failed", "internal_errors",
 )
 CachedKey = bytes  # the frame's device id, session and counter, as sent
 
@@ -87,8 +90,7 @@ class Kind(enum.Enum):
     SERVFAIL = "servfail"  # the console cannot answer now (storage failed): try again later
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     kind: Kind
     txt: bytes = b""
     durable: bool = False  # acknowledges something the next commit must make durable first
@@ -127,7 +129,7 @@ class Device:
 @dataclass(slots=True)
 class _Cached:
     frame: bytes
-    txt: bytes | None  # None: the frame was authentic but earned no reply (NODATA)
+    txt: bytes
     served_txt: bool
     durable: bool = False
 
@@ -338,7 +340,7 @@ class Console:
         if cached.served_txt:
             self.stats["duplicate"] += 1
         cached.served_txt = True
-        return NODATA if cached.txt is None else Answer(Kind.TXT, cached.txt, cached.durable)
+        return Answer(Kind.TXT, cached.txt, cached.durable)
 
     def _fresh(self, device: Device, header: Header, frame: bytes, qtype: int) -> Answer:
         verdict = device.window.check(header.counter)
@@ -350,7 +352,7 @@ class Console:
         epoch = header.counter >> SEQ_BITS
         known = device.sessions.get(epoch)
         mine = known is not None and known.session == header.session
-        reply: Reply | None
+        reply: Reply
         if verdict is Verdict.NEW:
             if known is not None and not mine:  # a second stream inside this epoch
                 self._stream_clash(device, header, now)
@@ -367,13 +369,13 @@ class Console:
             self._stream_clash(device, header, now)
             self.stats["stale"] += 1
             reply = Stale(device.window.highest)
-        txt = None if reply is None else seal_reply_wire(device.key, frame, encode_reply(reply))
+        txt = seal_reply_wire(device.key, frame, encode_reply(reply))
         key = frame[1:HEADER_LEN]
         durable = bool(self._pending) and isinstance(reply, FragmentAck) and reply.complete
         self._remember(key, _Cached(frame, txt, qtype == TYPE_TXT, durable))
         if durable:
             self._pending_cache.append(key)
-        if qtype != TYPE_TXT or txt is None:
+        if qtype != TYPE_TXT:
             return NODATA
         return Answer(Kind.TXT, txt, durable)
 
@@ -418,12 +420,22 @@ class Console:
 
     # --- what an authentic body means ---------------------------------------------------------
 
-    def _process(self, device: Device, body: bytes, now: float) -> Reply | None:
+    def _process(self, device: Device, body: bytes, now: float) -> Reply:
+        """The reply to an authentic body.  Whatever goes wrong in here, even a bug of ours, is
+        stored as MESSAGE_UNDECODABLE and acknowledged: the device's queue never sticks."""
         try:
-            message = decode_body(body)
-        except DecodeError as exc:  # authentic, unreadable, and no way to acknowledge it
+            return self._understand(device, body, now)
+        except CoalmineError as exc:
             self._undecodable(device, f"body: {exc.message}", now)
-            return None
+        except Exception as exc:  # a bug of ours must not mute a device forever
+            log.exception("device %r: processing an authentic message failed",
+                          inert(device.name, 64))
+            self.stats["internal_errors"] += 1
+            self._undecodable(device, f"console error: {type(exc).__name__}", now)
+        return _acknowledge_anyway(body)
+
+    def _understand(self, device: Device, body: bytes, now: float) -> Reply:
+        message = decode_body(body)
         if isinstance(message, Heartbeat):
             for code, data in health.on_heartbeat(device.health, message, now,
                                                   self.limits.health):
@@ -443,6 +455,8 @@ class Console:
             if whole is None:
                 return FragmentAck(frag.msg_id, False, received, frag.count)
             event, text = decode_message_text(whole)
+            if event.code in CONSOLE_ONLY:
+                raise DecodeError(f"event code {int(event.code)} is the console's own", offset=0)
         except CoalmineError as exc:  # authentic but unreadable: record it, let the device go on
             self._undecodable(device, exc.message, now, frag.msg_id)
             return _complete(frag)
@@ -469,6 +483,16 @@ class Console:
         compact = json.dumps(event.to_compact(), separators=(",", ":"), ensure_ascii=False)
         self._pending.append(NewEvent(device.device_id, msg_id, int(event.code), compact, now))
         self._pending_msgs.add((device.device_id, msg_id))
+
+
+def _acknowledge_anyway(body: bytes) -> Reply:
+    """What lets a device move on from an authentic body the console could not use: the
+    message id's completion if the body names one (a fragment), else a heartbeat's ack."""
+    with contextlib.suppress(DecodeError):
+        raw = unpad(body)
+        if len(raw) >= 9 and raw[0] == FRAGMENT:
+            return FragmentAck(int.from_bytes(raw[1:9], "big"), True, frozenset(), 0)
+    return HeartbeatAck(flags=0, console_time=0)
 
 
 def _complete(frag: Fragment) -> FragmentAck:

@@ -17,7 +17,7 @@ carrying the offset; nothing here trusts a length it has not checked.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from firmware.shared.errors import DecodeError
 
@@ -60,8 +60,7 @@ _RR_FIXED = struct.Struct(">HHIH")  # type, class, ttl, rdlength
 _POINTER_TO_QNAME = b"\xc0\x0c"
 
 
-@dataclass(frozen=True, slots=True)
-class Query:
+class Query(NamedTuple):
     """One parsed query.  ``labels`` keep the letter case exactly as received."""
 
     id: int

@@ -14,8 +14,7 @@ told it may forget is ever only in memory.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from console import dnswire as w
 from console.core import Kind
@@ -43,8 +42,7 @@ class Core(Protocol):
     def commit(self) -> bool: ...  # make durable everything handled since the last call
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+class Response(NamedTuple):
     """The bytes to send back (None: silence) and whether they may leave only after a commit."""
 
     wire: bytes | None

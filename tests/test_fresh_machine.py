@@ -262,10 +262,16 @@ def test_readme_commands_on_a_fresh_machine(fresh: Chroot) -> None:
     fresh.ok("git init -q && git add -A && "
              "git -c user.name=t -c user.email=t@localhost commit -qm snapshot")
     fresh.ok("make help")  # before any install: needs nothing but make
-    fresh.ok("make deps", timeout=1200)
-    fresh.ok("make image-deps")
-    fresh.ok("make help")
+    # `make image` alone first, as the README's reader runs it: its own install step must bring
+    # everything every build module imports (the original bug: firmware code needs nacl)
+    fresh.ok("make image-deps", timeout=1200)
     fresh.ok(".venv/bin/python -m scripts.image.build --help")
+    fresh.ok(".venv/bin/python -c " + shlex.quote(
+        "import importlib, pkgutil, scripts.image as p\n"
+        "for m in pkgutil.iter_modules(p.__path__):\n"
+        "    importlib.import_module('scripts.image.' + m.name)"))
+    fresh.ok("make deps", timeout=1200)
+    fresh.ok("make help")
 
     bad = fresh.run("make image BOARD=nope")
     assert bad.returncode != 0, fresh.log[-1]

@@ -60,5 +60,9 @@ SOURCES: dict[str, frozenset[EventCode]] = {
                       EventCode.SSH_LOGIN_ATTEMPT, EventCode.SSH_PUBKEY_ATTEMPT}),
 }
 
+# Codes no device ever sends: the console's own events about a device, and the heartbeat (kept as
+# the device's last-seen time).  The console refuses them in a device's message.
+CONSOLE_ONLY = frozenset({EventCode.HEARTBEAT, *(c for c in EventCode if 1200 <= c < 1300)})
+
 # logdata keys that hold secrets: masked by default wherever events are shown to people.
 SECRET_KEYS = frozenset({"PASSWORD"})

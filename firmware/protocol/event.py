@@ -22,11 +22,11 @@ import json
 import re
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from firmware.protocol.catalogue import SECRET_KEYS, EventCode
-from firmware.protocol.text import inert
+from firmware.protocol.text import MAX_VALUE_CHARS, inert
 from firmware.shared.errors import DecodeError
 
 MSG_EVENT = 0x01
@@ -48,15 +48,19 @@ MAX_TIME_US = int(dt.datetime(9999, 12, 30, tzinfo=dt.UTC).timestamp()) * 1_000_
 MAX_EVENT_BYTES = 16384
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _CODES = {int(c): c for c in EventCode}
+_GOOD_KEYS: set[str] = set()
 SECRET_MASK = "********"  # noqa: S105 -- what replaces a secret, not one
 KEY_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,31}")  # logdata keys, also checked by services
 
 Value = str | int
 
 
-@dataclass(frozen=True)
-class Event:
-    """One thing that happened on the device, as a service or the agent reports it."""
+class Event(NamedTuple):
+    """One thing that happened on the device, as a service or the agent reports it.
+
+    A named tuple rather than a frozen dataclass: as immutable, and ~3x cheaper to build (the
+    console builds one for every event it stores).
+    """
 
     code: EventCode
     time: float  # UTC unix seconds, device clock
@@ -64,7 +68,7 @@ class Event:
     src_port: int = -1
     dst_host: str = ""
     dst_port: int = -1
-    data: Mapping[str, Value] = field(default_factory=dict)
+    data: Mapping[str, Value] = MappingProxyType({})
 
     def to_compact(self) -> dict[str, Any]:
         return {
@@ -90,10 +94,13 @@ def from_compact(obj: object) -> Event:
         raise DecodeError("event data is not a small object", offset=0)
     clean: dict[str, Value] = {}
     for k, v in data.items():
-        if type(k) is not str or not KEY_PATTERN.fullmatch(k):
-            raise DecodeError(f"bad event data key {inert(str(k), 40)!r}", offset=0)
+        if k not in _GOOD_KEYS:
+            if type(k) is not str or not KEY_PATTERN.fullmatch(k):
+                raise DecodeError(f"bad event data key {inert(str(k), 40)!r}", offset=0)
+            if len(_GOOD_KEYS) < 4096:  # the keys of the catalogue repeat: check each once
+                _GOOD_KEYS.add(k)
         if type(v) is str:
-            clean[k] = inert(v)
+            clean[k] = v if len(v) <= MAX_VALUE_CHARS and v.isprintable() else inert(v)
         elif type(v) is int and -MAX_INT <= v <= MAX_INT:
             clean[k] = v
         else:

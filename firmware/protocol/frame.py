@@ -13,7 +13,7 @@ first frame after a restore is already safe.  Pure functions: no I/O, keys passe
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from nacl.bindings import crypto_secretbox, crypto_secretbox_open
 from nacl.exceptions import CryptoError
@@ -41,8 +41,7 @@ _UP = bytes((UP,))
 _DOWN = bytes((DOWN,))
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
+class Header(NamedTuple):
     """The clear part of a frame: who sent it, in which agent session, under which counter."""
 
     device_id: bytes

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from firmware.protocol.reader import Reader
 from firmware.shared.errors import DecodeError
@@ -40,8 +41,7 @@ HB_QUEUE_RESET = 0x02  # the queue was unreadable at start and was moved aside (
 ACK_COMMANDS_PENDING = 0x01
 
 
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
+class Heartbeat(NamedTuple):
     """What an operator needs to trust a device's silence (see docs/protocol.md)."""
 
     uptime: int
@@ -62,8 +62,7 @@ class Fragment:
     chunk: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class HeartbeatAck:
+class HeartbeatAck(NamedTuple):
     flags: int
     console_time: int
 
@@ -76,8 +75,7 @@ class FragmentAck:
     count: int
 
 
-@dataclass(frozen=True, slots=True)
-class Stale:
+class Stale(NamedTuple):
     """The frame's counter is at or below what the console holds: continue above ``highest``."""
 
     highest: int

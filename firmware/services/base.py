@@ -218,13 +218,13 @@ def clean_data(data: Mapping[str, str | bytes | int]) -> dict[str, Value]:
 def fit(event: Event, max_bytes: int) -> Event:
     """Shorten the longest strings until the event fits one datagram of ``max_bytes``."""
     data = dict(event.data)
-    while len(encode_datagram(Event(**{**vars(event), "data": data}))) > max_bytes:
+    while len(encode_datagram(event._replace(data=data))) > max_bytes:
         strings = {k: v for k, v in data.items() if isinstance(v, str) and len(v) > 8}
         if not strings:
             break
         longest = max(strings, key=lambda k: len(json.dumps(strings[k])))
         data[longest] = bound(strings[longest], len(strings[longest]) // 2)
-    return Event(**{**vars(event), "data": data})
+    return event._replace(data=data)
 
 
 def discover() -> dict[str, type[Service]]:

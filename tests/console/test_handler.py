@@ -118,6 +118,18 @@ def as_query(wire: bytes) -> bytes:
     return wire[:2] + bytes((wire[2] & 0x87,)) + wire[3:]
 
 
+def _reads_whole(data: bytes, asked: dns.message.Message) -> bool:
+    """dnspython reads the whole query (no trailing bytes) and its question in plain labels."""
+    plain = asked.question[0].name.to_wire() or b""
+    if data[12 : 12 + len(plain)].lower() != plain.lower():
+        return False  # compressed: the console refuses compression in the question
+    try:
+        dns.message.from_wire(as_query(data))
+    except (dns.exception.DNSException, ValueError, IndexError):
+        return False
+    return True
+
+
 def assert_well_formed_reply(data: bytes, wire: bytes | None) -> None:
     """The reply to ``data``: silence only without a header or for a response; otherwise a
     complete DNS response with the query's id, FORMERR whenever an independent parser
@@ -138,6 +150,8 @@ def assert_well_formed_reply(data: bytes, wire: bytes | None) -> None:
         asked = None
     if asked is None or len(asked.question) != 1:
         assert reply.rcode() == dns.rcode.FORMERR
+    elif _reads_whole(data, asked):  # a query dnspython reads whole is never FORMERR
+        assert reply.rcode() != dns.rcode.FORMERR, "a readable query got FORMERR"
     if reply.rcode() == dns.rcode.FORMERR:
         assert not reply.question
         return
@@ -167,3 +181,27 @@ def test_mutated_beacons_get_a_well_formed_reply(pos: int, junk: bytes, edns: bo
     pos %= len(q)
     mutated = q[:pos] + junk + q[pos + len(junk) :]
     assert_well_formed_reply(mutated, responder.respond(mutated).wire)
+
+
+def test_mutated_real_beacons_leave_the_real_console_answering(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The same mutations against the real core: every reply well formed, nothing raises, and
+    a device's next honest heartbeat is still answered."""
+    from tests.console.conftest import make_rig
+    from tests.console.device import wire_query
+    rig = make_rig(tmp_path_factory.mktemp("mutated") / "console.db")
+    _, labels = rig.device.heartbeat()
+    beacon = wire_query(labels, edns=1232)
+
+    @settings(max_examples=500, deadline=None)
+    @given(pos=st.integers(0, len(beacon) - 1), junk=st.binary(min_size=1, max_size=30))
+    def mutate(pos: int, junk: bytes) -> None:
+        mutated = beacon[:pos] + junk + beacon[pos + len(junk) :]
+        assert_well_formed_reply(mutated, rig.responder.respond(mutated).wire)
+
+    mutate()
+    _, labels = rig.device.heartbeat()
+    out = rig.responder.respond(wire_query(labels))
+    assert out.wire is not None and dns.message.from_wire(out.wire).answer
+    rig.store.close()

@@ -183,3 +183,49 @@ def test_a_queue_reset_is_reported_once_per_agent_run(rig: Rig) -> None:
     assert len(raised(rig, EventCode.DEVICE_UNHEALTHY)) == 1
     rig.console.flush()
     assert rig.store.devices()[0].status == "ok", "nothing new since the report"
+
+
+def ask_raw(rig: Rig, raw: bytes) -> Reply | None:
+    """One authentic frame whose body is ``raw`` (padded), past every check a device makes."""
+    from firmware.protocol.frame import Header, body_size, seal
+    dev = rig.device
+    size = body_size(ZONE)
+    header = Header(dev.device_id, dev.session, dev.next_counter())
+    sealed = seal(dev.shared, header, raw + b"\x80" + bytes(size - len(raw) - 1))
+    answer = rig.console.handle(b(dev.labels(sealed)), TXT)
+    assert rig.console.commit()
+    return None if answer.kind is not Kind.TXT else dev.open(header, answer.txt)
+
+
+def test_an_authentic_body_that_does_not_decode_is_recorded_and_acknowledged(rig: Rig) -> None:
+    import struct
+    bad_fragment = b"\x02" + struct.pack(">QBB", 77, 9, 3) + b"data"  # index above count
+    reply = ask_raw(rig, bad_fragment)
+    assert isinstance(reply, FragmentAck) and reply.msg_id == 77 and reply.complete
+    assert ask_raw(rig, b"\x7f unknown body type") is not None  # some ack: never silence
+    reasons = [e["logdata"]["REASON"] for e in raised(rig, EventCode.MESSAGE_UNDECODABLE)]
+    assert len(reasons) == 2 and all(r.startswith("body: ") for r in reasons)
+
+
+def test_a_bug_after_authentication_is_recorded_and_acknowledged(rig: Rig, monkeypatch: Any
+                                                                 ) -> None:
+    import console.core
+
+    def broken(*_: object) -> None:
+        raise ValueError("a bug in the console")
+    monkeypatch.setattr(console.core, "decode_message_text", broken)
+    ack = send_message(rig, raw_message({"c": 4002, "t": 1, "sp": 1, "dp": 22}), 8)
+    assert ack.complete and ack.msg_id == 8, "the device's queue moves on"
+    (event,) = raised(rig, EventCode.MESSAGE_UNDECODABLE)
+    assert event["logdata"]["REASON"] == "console error: ValueError"
+    assert rig.console.stats["internal_errors"] == 1
+
+
+def test_a_device_cannot_send_the_consoles_own_events(rig: Rig) -> None:
+    for n, code in enumerate((EventCode.DEVICE_CLONED, EventCode.DEVICE_ONLINE,
+                              EventCode.HEARTBEAT)):
+        assert send_message(rig, raw_message({"c": int(code), "t": 1, "sp": 1, "dp": 2}),
+                            100 + n).complete
+    for code in (EventCode.DEVICE_CLONED, EventCode.DEVICE_ONLINE, EventCode.HEARTBEAT):
+        assert raised(rig, code) == []
+    assert len(raised(rig, EventCode.MESSAGE_UNDECODABLE)) == 3
