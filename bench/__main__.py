@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from firmware.shared.cli import main_guard
+
 
 def main() -> int:
     only = os.environ.get("BENCH", "")
@@ -35,4 +37,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_guard(main))

@@ -42,6 +42,7 @@ from bench._reference import Sampler, fsync_ms
 from console.store import EventRow, Store
 from firmware.protocol import frame, messages, names
 from firmware.protocol.keys import OwnPrivateKey
+from firmware.shared.cli import main_guard
 from scripts.lab import HOST, ZONE, Lab
 
 SSH_LOGIN_ATTEMPT = 4002
@@ -211,4 +212,4 @@ def payload_figures() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main_guard(main))

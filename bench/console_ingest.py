@@ -36,6 +36,7 @@ import os
 import re
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from typing import Any
 
 from bench._common import ROOT, Checkout, console_server, table
 from bench._reference import Reference, Sampler
+from firmware.shared.cli import main_guard
 from firmware.shared.proc import output
 
 WORKLOAD = ROOT / "bench" / "_workload.py"
@@ -340,4 +342,4 @@ def main(argv: list[str] | None = None) -> None:
         report(runs, cols, work)
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main_guard(main))

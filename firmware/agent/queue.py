@@ -23,6 +23,7 @@ from pathlib import Path
 
 from firmware.protocol.catalogue import EventCode
 from firmware.protocol.event import Event, encode_message
+from firmware.shared.atomic import private_dir
 from firmware.shared.errors import StorageError
 from firmware.shared.sqlite import Database
 
@@ -60,11 +61,7 @@ class EventQueue:
     def __init__(self, path: Path, max_events: int) -> None:
         self.max_events = max_events
         self.reset_reason = ""
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise StorageError(f"cannot create {path.parent}: {exc.strerror}",
-                               hint="check that the data partition is mounted") from None
+        private_dir(path.parent)
         try:
             self.database = _open(path)
         except StorageError as exc:  # corrupt: keep it for a person to look at, start anew

@@ -216,7 +216,7 @@ def make_lock() -> None:
             fields = index[(name, apt.candidate(name))]
             pins.append(_pin("host", fields))
             # A kernel metapackage only points at the real, versioned kernel package.
-            for dep in re.findall(r"(linux-image-\d\S*)", fields.get("Depends", "")):
+            for dep in _kernel_packages(fields):
                 pins.append(_pin("host", index[(dep, apt.candidate(dep))]))
     path = lock_path()
     body = HEADER + (f"# suite={SUITE} arch={ARCH} packages={len(pins)} "
@@ -224,6 +224,14 @@ def make_lock() -> None:
     body += "".join(p.line() + "\n" for p in sorted(pins, key=lambda p: (p.role, p.name)))
     path.write_text(body)
     stage(f"lock: wrote {len(pins)} packages to {path}")
+
+
+def _kernel_packages(fields: dict[str, str]) -> list[str]:
+    """The versioned linux-image packages a kernel metapackage depends on (python-debian's
+    relation parser, not a regular expression over the field)."""
+    relations = deb822.PkgRelation.parse_relations(fields.get("Depends", ""))
+    return [alt["name"] for group in relations for alt in group
+            if re.fullmatch(r"linux-image-\d.*", alt["name"])]
 
 
 def _pin(role: str, f: dict[str, str]) -> Pin:

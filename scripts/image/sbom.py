@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from debian import deb822
+
 from firmware.shared.errors import InputError
 from scripts.image.common import SUITE, sha256_file
 from scripts.image.lock import Pin
@@ -49,11 +51,9 @@ def debian_package(pin: Pin) -> dict[str, Any]:
 def installed_packages(status: str) -> dict[str, tuple[str, str]]:
     """name -> (version, architecture) of every package dpkg's status file marks installed."""
     found: dict[str, tuple[str, str]] = {}
-    for block in status.split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines()
-                      if ": " in line and not line.startswith(" "))
-        if fields.get("Status") == "install ok installed" and "Package" in fields:
-            found[fields["Package"]] = (fields.get("Version", ""), fields.get("Architecture", ""))
+    for para in deb822.Deb822.iter_paragraphs(status.splitlines(keepends=True)):
+        if para.get("Status") == "install ok installed" and "Package" in para:
+            found[para["Package"]] = (para.get("Version", ""), para.get("Architecture", ""))
     return found
 
 

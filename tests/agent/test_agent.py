@@ -114,6 +114,27 @@ def test_queue_bound_drops_oldest_and_reports_it(tmp_path):
     assert [m.data["USERNAME"] for m in msgs[:-1]] == ["user0", *(f"user{i}" for i in range(4, 8))]
 
 
+def test_a_pending_drop_report_survives_further_overflow_and_later_drops_are_reported(tmp_path):
+    q = EventQueue(tmp_path / "q.db", max_events=5)
+    for i in range(8):
+        q.put(login(i))
+    q.report_drops()  # COUNT 3 pending
+    for i in range(8, 30):  # the queue overflows again and again
+        q.put(login(i))
+    queued = []
+    while (item := q.oldest()) is not None:
+        queued.append(decode_message(item.message))
+        q.remove(item.id)
+    reports = [m.data["COUNT"] for m in queued if m.code is EventCode.EVENTS_DROPPED]
+    assert reports == [3], "the pending report is never dropped"
+    q.report_drops()  # delivered: the drops since then get their own report
+    item = q.oldest()
+    assert item is not None
+    later = decode_message(item.message)
+    assert later.code is EventCode.EVENTS_DROPPED and later.data["COUNT"] == 22  # puts 8..29
+    assert q.dropped() == 3 + 22  # over the queue's life
+
+
 def test_a_flood_from_one_source_keeps_the_first_event_of_every_other(tmp_path):
     q = EventQueue(tmp_path / "q.db", max_events=10)
     q.put(login(0, src="192.0.2.1"))

@@ -52,3 +52,22 @@ def test_init_leaves_a_directory_that_holds_other_things_alone(tmp_path: Path) -
     assert refused.returncode == 64 and "not empty" in refused.stderr
     assert "hint:" in refused.stderr
     assert mode(shared) == 0o755 and not (shared / "console.key").exists()
+
+
+def test_the_shared_writers_set_their_modes_under_umask_000(tmp_path: Path) -> None:
+    """Without the CLI's own umask: write_atomic, private_dir and the SQLite helper themselves."""
+    from firmware.agent.queue import EventQueue
+    from firmware.shared.atomic import private_dir, write_atomic
+    old = os.umask(0)
+    try:
+        loose = tmp_path / "loose"
+        loose.mkdir(mode=0o777)
+        assert mode(private_dir(loose)) == 0o700
+        write_atomic(loose / "key", b"secret", 0o600)
+        assert mode(loose / "key") == 0o600
+        queue_dir = tmp_path / "agent"
+        queue_dir.mkdir(mode=0o777)
+        EventQueue(queue_dir / "queue.db", max_events=10).close()
+        assert mode(queue_dir) == 0o700 and mode(queue_dir / "queue.db") == 0o600
+    finally:
+        os.umask(old)

@@ -78,10 +78,29 @@ def test_real_ssh_login_attempt_reaches_console(booted: Booted) -> None:
     assert event["dst_port"] == 22  # the guest's own port, behind QEMU's forward
 
 
-# Where the device may listen on the network (not loopback): the SSH honeypot's socket, and the
-# DHCPv4 client's socket on port 68 of the leased address (systemd-networkd keeps it for unicast
-# renewals).  Nothing else: no LLMNR (5355), no mDNS (5353), no DHCPv6 (546).
-EXPECTED_LISTENERS = {"TCP": "22", "UDP": "68"}
+UNITS = Path(__file__).resolve().parents[2] / "overlay/usr/lib/systemd/system"
+# The one listener that is not a honeypot's: the DHCPv4 client's socket on port 68 of the leased
+# address (systemd-networkd keeps it for unicast renewals).  No LLMNR (5355), no mDNS (5353), no
+# DHCPv6 (546).
+DHCP_CLIENT = {"UDP": {68}}
+
+
+def honeypot_listeners(units: Path = UNITS) -> dict[str, set[int]]:
+    """The ports of every socket unit the device's own target wants: the enabled honeypots."""
+    wanted = {name for line in (units / "coalmine.target").read_text().splitlines()
+              if line.startswith("Wants=") for name in line[len("Wants="):].split()}
+    ports: dict[str, set[int]] = {"TCP": set(), "UDP": set()}
+    for name in sorted(n for n in wanted if n.endswith(".socket")):
+        for line in (units / name).read_text().splitlines():
+            key, _, value = line.partition("=")
+            proto = {"ListenStream": "TCP", "ListenDatagram": "UDP"}.get(key.strip())
+            if proto:
+                ports[proto].add(int(value.rpartition(":")[2]))
+    return ports
+
+
+def test_the_expected_listeners_come_from_the_enabled_socket_units() -> None:
+    assert honeypot_listeners() == {"TCP": {22}, "UDP": set()}
 
 
 def test_device_listens_only_where_a_honeypot_listens(booted: Booted) -> None:
@@ -89,7 +108,11 @@ def test_device_listens_only_where_a_honeypot_listens(booted: Booted) -> None:
     lab.wait_event(lambda e: e["logtype"] == 1103, timeout=120)
     reports = [e for e in lab.events() if e["logtype"] == 1103]
     assert all(e["node_id"] == "qemu-device" for e in reports)
-    assert reports[-1]["logdata"] == EXPECTED_LISTENERS, reports
+    expected = honeypot_listeners()
+    for proto, ports in DHCP_CLIENT.items():
+        expected[proto] |= ports
+    assert reports[-1]["logdata"] == {p: " ".join(map(str, sorted(v)))
+                                      for p, v in expected.items()}, reports
 
 
 def test_first_boot_provisioned_and_no_login_prompt(booted: Booted) -> None:
