@@ -77,7 +77,7 @@ TYPE_TXT = 16
 STAT_NAMES = (
     "queries", "accepted", "duplicate", "replayed", "auth_failed", "unknown_device",
     "undecodable", "events_stored", "storage_failed", "stale", "bad_device_rows",
-    "floors_failed", "internal_errors",
+    "floors_failed", "authentic_undecodable", "internal_errors",
 )
 CachedKey = bytes  # the frame's device id, session and counter, as sent
 
@@ -466,7 +466,7 @@ class Console:
 
     def _undecodable(self, device: Device, reason: str, now: float,
                      msg_id: int | None = None) -> None:
-        self.stats["undecodable"] += 1
+        self.stats["authentic_undecodable"] += 1  # "undecodable" counts unauthenticated junk
         self._raise(device, EventCode.MESSAGE_UNDECODABLE, {"REASON": reason}, now, msg_id)
 
     def _raise(self, device: Device, code: EventCode, data: dict[str, str | int], now: float,

@@ -54,7 +54,8 @@ def test_an_authentic_event_no_datetime_holds_is_recorded_and_acknowledged(rig: 
     assert ack.complete, "the device's queue moves on"
     (event,) = raised(rig, EventCode.MESSAGE_UNDECODABLE)
     assert event["node_id"] == "pi-1" and "t" in str(event["logdata"]["REASON"])
-    assert rig.console.stats["undecodable"] == 1
+    assert rig.console.stats["authentic_undecodable"] == 1
+    assert rig.console.stats["undecodable"] == 0, "junk from strangers is counted apart"
     assert send_message(rig, raw_message({"c": 4002, "t": 2**62}), 5).complete  # once only
     assert len(raised(rig, EventCode.MESSAGE_UNDECODABLE)) == 1
 
