@@ -39,6 +39,28 @@ class ConsoleLink:
     heartbeat_interval: float = 60.0
     query_timeout: float = 2.0
     max_backoff: float = 60.0
+    # The device's key was enrolled at the console by hand (`console enroll`: labs and tests),
+    # so the agent sends at once; otherwise it pairs first, in config mode (docs/pairing.md).
+    enrolled: bool = False
+
+
+BUTTON_BACKENDS = ("gpiod", "rpi-gpio", "none")
+LED_BACKENDS = ("sysfs", "record", "none")
+
+
+@dataclass(frozen=True)
+class Button:
+    """The config-mode button and the status LED (board files set chip, line and LED)."""
+
+    backend: str = "gpiod"  # gpiod: the kernel's GPIO character device; rpi-gpio: RPi.GPIO
+    chip: str = "/dev/gpiochip0"
+    line: int = 3
+    active_low: bool = False  # True: pressed pulls the line low (button to ground, pull-up)
+    debounce: float = 0.05  # seconds a level must hold before it counts
+    long_press: float = 3.0  # seconds held: enter config mode
+    config_timeout: float = 900.0  # seconds in config mode before it ends by itself
+    led: str = "none"  # sysfs: /sys/class/leds/<led_name>; record: the pattern to a file
+    led_name: str = "ACT"
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,7 @@ class DeviceConfig:
     console: ConsoleLink
     ssh: SSHService
     limits: Limits
+    button: Button = Button()
 
     def event_socket(self, service: str) -> Path:
         """Where ``service`` hands its events to the agent (one socket per service)."""
@@ -121,7 +144,9 @@ def parse(raw: dict[str, Any]) -> DeviceConfig:
             **{name: p.get(con, f"console.{name}", float, getattr(ConsoleLink, name),
                            positive=True)
                for name in ("heartbeat_interval", "query_timeout", "max_backoff")},
+            enrolled=p.get(con, "console.enrolled", bool, ConsoleLink.enrolled),
         ),
+        button=_button(p, p.table(raw, "button")),
         ssh=SSHService(
             enabled=p.get(ssh, "services.ssh.enabled", bool, SSHService.enabled),
             host=p.get(ssh, "services.ssh.host", str, SSHService.host),
@@ -133,6 +158,31 @@ def parse(raw: dict[str, Any]) -> DeviceConfig:
     )
     p.raise_if_any()
     return cfg
+
+
+def _button(p: _Problems, table: dict[str, Any]) -> Button:
+    d = Button()
+    button = Button(
+        backend=p.get(table, "button.backend", str, d.backend),
+        chip=p.get(table, "button.chip", str, d.chip),
+        line=p.get(table, "button.line", int, d.line),
+        active_low=p.get(table, "button.active_low", bool, d.active_low),
+        led=p.get(table, "button.led", str, d.led),
+        led_name=p.get(table, "button.led_name", str, d.led_name),
+        **{name: p.get(table, f"button.{name}", float, getattr(d, name), positive=True)
+           for name in ("debounce", "long_press", "config_timeout")},
+    )
+    if button.backend not in BUTTON_BACKENDS:
+        p.add(f"button.backend: {button.backend!r} is not one of {', '.join(BUTTON_BACKENDS)}")
+    if button.led not in LED_BACKENDS:
+        p.add(f"button.led: {button.led!r} is not one of {', '.join(LED_BACKENDS)}")
+    if not 0 <= button.line < 1024:
+        p.add(f"button.line: {button.line} is not a GPIO line offset")
+    if "/" in button.led_name or button.led_name in ("", ".", ".."):
+        p.add(f"button.led_name: {button.led_name!r} is not an LED name")
+    if button.debounce >= button.long_press:
+        p.add("button.debounce: must be shorter than button.long_press")
+    return button
 
 
 def _address(p: _Problems, text: str) -> tuple[str, int] | None:

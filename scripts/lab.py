@@ -67,12 +67,16 @@ def write_unbound_conf(path: Path, *, port: int, console_port: int, zone: str = 
 
 
 def device_toml(lab: Lab, *, node: str, resolver: str, heartbeat: float,
-                device: dict[str, Any] | None = None, ssh: dict[str, Any] | None = None) -> str:
-    """The one writer of device settings for a device that talks to ``lab`` (lab and QEMU)."""
+                device: dict[str, Any] | None = None, ssh: dict[str, Any] | None = None,
+                enrolled: bool = True) -> str:
+    """The one writer of device settings for a device that talks to ``lab`` (lab and QEMU).
+
+    ``enrolled``: the lab enrolls the device's key by hand (``console enroll``); False makes
+    the device pair over DNS in config mode instead."""
     doc: dict[str, Any] = {
         "device": {"node_name": node, **(device or {})},
         "console": {"zone": ZONE, "public_key": lab.console_key, "resolver": resolver,
-                    "heartbeat_interval": heartbeat, "max_backoff": 2.0},
+                    "heartbeat_interval": heartbeat, "max_backoff": 2.0, "enrolled": enrolled},
     }
     if ssh:
         doc["services"] = {"ssh": ssh}

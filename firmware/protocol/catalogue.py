@@ -24,12 +24,18 @@ class EventCode(enum.IntEnum):
     EVENTS_DROPPED = 1101  # the persistent queue was full and events were dropped
     QUEUE_RESET = 1102  # the queue was unreadable at start: moved aside, a new one begun
     LISTENERS = 1103  # the device's listening sockets, at start and whenever they change
+    CONFIG_MODE_ENTERED = 1104  # button daemon: config mode entered (button, power-on, first boot)
+    CONFIG_MODE_LEFT = 1105  # button daemon: config mode left (button or timeout)
+    BUTTON_PRESSED = 1106  # button daemon: a short press in production (someone at the box)
+    PAIRING_REQUESTED = 1107  # agent: asked the console to pair (config mode), with fingerprint
     DEVICE_OFFLINE = 1200  # console: no heartbeat for three of the device's intervals
     DEVICE_ONLINE = 1201  # console: heartbeats again after DEVICE_OFFLINE
     DEVICE_STALLED = 1202  # console: the device's queue is not draining
     DEVICE_UNHEALTHY = 1203  # console: the device rejects, drops or cannot store events
     MESSAGE_UNDECODABLE = 1204  # console: an authentic message could not be read
     DEVICE_CLONED = 1205  # console: two counter streams under one device key
+    DEVICE_PAIRED = 1206  # console: the operator approved the device's pairing request
+    DEVICE_REVOKED = 1207  # console: the operator revoked the device; its beacons are dropped
     SSH_NEW_CONNECTION = 4000
     SSH_REMOTE_VERSION = 4001
     SSH_LOGIN_ATTEMPT = 4002
@@ -42,12 +48,18 @@ DESCRIPTIONS: dict[EventCode, str] = {
     EventCode.EVENTS_DROPPED: "events dropped: device queue was full",
     EventCode.QUEUE_RESET: "device event queue was unreadable and was reset",
     EventCode.LISTENERS: "device listening sockets",
+    EventCode.CONFIG_MODE_ENTERED: "device entered config mode",
+    EventCode.CONFIG_MODE_LEFT: "device left config mode",
+    EventCode.BUTTON_PRESSED: "config button pressed in production mode",
+    EventCode.PAIRING_REQUESTED: "device asked its console to pair",
     EventCode.DEVICE_OFFLINE: "device offline: heartbeats stopped",
     EventCode.DEVICE_ONLINE: "device back online",
     EventCode.DEVICE_STALLED: "device stalled: its events are not getting out",
     EventCode.DEVICE_UNHEALTHY: "device unhealthy: events rejected, dropped or not stored",
     EventCode.MESSAGE_UNDECODABLE: "an authentic message from the device could not be read",
     EventCode.DEVICE_CLONED: "device key used by two counter streams: cloned or restored card",
+    EventCode.DEVICE_PAIRED: "device paired: the operator approved it",
+    EventCode.DEVICE_REVOKED: "device revoked by the operator",
     EventCode.SSH_NEW_CONNECTION: "SSH new connection",
     EventCode.SSH_REMOTE_VERSION: "SSH remote version",
     EventCode.SSH_LOGIN_ATTEMPT: "SSH password login attempt",
@@ -56,6 +68,8 @@ DESCRIPTIONS: dict[EventCode, str] = {
 
 # Which codes each service may hand to the agent (its ``event_codes`` must match).
 SOURCES: dict[str, frozenset[EventCode]] = {
+    "button": frozenset({EventCode.CONFIG_MODE_ENTERED, EventCode.CONFIG_MODE_LEFT,
+                         EventCode.BUTTON_PRESSED}),
     "ssh": frozenset({EventCode.SSH_NEW_CONNECTION, EventCode.SSH_REMOTE_VERSION,
                       EventCode.SSH_LOGIN_ATTEMPT, EventCode.SSH_PUBKEY_ATTEMPT}),
 }
