@@ -1,4 +1,5 @@
-"""The console's command line: init, serve, enroll, devices, events, stats.
+"""The console's command line: init, serve, pending, approve, reject, revoke, enroll, devices,
+events, stats.
 
 The only place in the console that prints and exits: library code raises ``CoalmineError``
 subclasses, ``main`` turns them into a message, a hint and the subclass's exit code.  Event
@@ -17,12 +18,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from console import config
+from console import config, pairing
 from console.core import Console, Limits
 from console.handler import Responder
 from console.server import Server, bind_or_inherit
 from console.store import Store
 from firmware.protocol.keys import PeerPublicKey
+from firmware.protocol.pairing import shown
 from firmware.protocol.text import inert
 from firmware.shared.cli import main_guard, module_command
 from firmware.shared.errors import DecodeError, UsageError
@@ -48,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     s = cmd("enroll", "add a device to the registry by its public key")
     s.add_argument("--name", required=True, help="a name for the device (used as node_id)")
     s.add_argument("--public-key", required=True, help="the device's X25519 public key, base64")
+    cmd("pending", "list devices that asked to be paired, with the code each one shows")
+    s = cmd("approve", "pair the device whose code is CODE (it shows the same on its serial "
+                       "console and LED)")
+    s.add_argument("code", metavar="CODE", help="the six-digit pairing code, e.g. 042917")
+    s.add_argument("--name", help="a name for the device (default: its suggestion + id)")
+    s = cmd("reject", "refuse the pairing request with code CODE")
+    s.add_argument("code", metavar="CODE")
+    s = cmd("revoke", "end a device: its beacons are dropped from now on")
+    s.add_argument("--name", required=True, help="the device's name (see `devices`)")
     cmd("devices", "list enrolled devices")
     s = cmd("events", "list stored events, newest last")
     s.add_argument("--json", action="store_true", help="one OpenCanary JSON object per line")
@@ -72,8 +83,8 @@ def _init(args: argparse.Namespace) -> None:
     print(f"  1. delegate {cfg.zone} to this host (NS record pointing at {cfg.soa_mname}),")
     print("  2. give each device the zone and the console public key above,")
     run = module_command("console")
-    print(f"  3. enroll each device: {run} enroll --state {args.state} "
-          "--name NAME --public-key DEVICE_KEY")
+    print(f"  3. pair each device: hold its config button 3 s, then {run} pending --state "
+          f"{args.state} and {run} approve --state {args.state} CODE")
     print(f"  4. serve: {run} serve --state {args.state} --listen 0.0.0.0:53")
 
 
@@ -108,13 +119,51 @@ def _enroll(args: argparse.Namespace) -> None:
     except DecodeError as exc:
         raise UsageError(f"bad --public-key: {exc.message}",
                          hint="pass the device's 32-byte X25519 public key in base64") from None
-    name = args.name.strip()
-    if not name or len(name) > 64 or not name.isprintable():
-        raise UsageError("bad --name", hint="use 1-64 printable characters")
+    name = _name(args.name)
     store = Store(config.load(args.state).db_path)
     store.enroll(name, peer.text(), peer.device_id(), time.time())
     print(f"enrolled {name} (device id {peer.device_id().hex()}); a running console picks it "
           "up within a second")
+
+
+def _pending(args: argparse.Namespace) -> None:
+    store = Store(config.load(args.state).db_path)
+    rows = store.pending_rows()
+    if not rows:
+        print("no pairing requests (a device asks while it is in config mode: hold its button "
+              "for 3 seconds)")
+    for r in rows:
+        print(f"code={shown(r.code)}	id={r.device_id.hex()}	suggests={inert(r.name, 32)!r}	"
+              f"state={r.state}	first_seen={_when(r.first_seen)}	last_seen={_when(r.last_seen)}")
+    if any(r.state == "pending" for r in rows):
+        print(f"approve only a code the device itself shows: {module_command('console')} "
+              f"approve --state {args.state} CODE")
+
+
+def _approve(args: argparse.Namespace) -> None:
+    store = Store(config.load(args.state).db_path)
+    name = pairing.approve(store, args.code, _name(args.name) if args.name else None,
+                           time.time())
+    print(f"paired {name}; the device learns it at its next request (a few seconds) and starts "
+          "sending")
+
+
+def _reject(args: argparse.Namespace) -> None:
+    pairing.reject(Store(config.load(args.state).db_path), args.code)
+    print(f"rejected the request with code {args.code}; the device is told so")
+
+
+def _revoke(args: argparse.Namespace) -> None:
+    pairing.revoke(Store(config.load(args.state).db_path), _name(args.name), time.time())
+    print(f"revoked {args.name}; its beacons are dropped from now on. To pair that box again, "
+          "put it in config mode: it needs a new key and a new approval")
+
+
+def _name(text: str) -> str:
+    name = text.strip()
+    if not name or len(name) > 64 or not name.isprintable():
+        raise UsageError("bad --name", hint="use 1-64 printable characters")
+    return name
 
 
 def _devices(args: argparse.Namespace) -> None:
@@ -124,7 +173,8 @@ def _devices(args: argparse.Namespace) -> None:
         print("no devices enrolled")
     for d in rows:
         seen = _when(d.last_heartbeat) if d.last_heartbeat else "never"
-        status = d.status or ("never seen" if d.last_heartbeat is None else "ok")
+        status = "revoked" if d.revoked is not None else (
+            d.status or ("never seen" if d.last_heartbeat is None else "ok"))
         print(f"{inert(d.name, 64)}\tid={d.device_id.hex()}\tstatus={status}\t"
               f"last_heartbeat={seen}\tinterval={d.interval}\tuptime={d.uptime}\t"
               f"queue={d.queue_depth}\toldest_age={d.oldest_age}\trejected={d.rejected}\t"
@@ -163,5 +213,6 @@ def _when(ts: float) -> str:
 
 _COMMANDS = {
     "init": _init, "serve": _serve, "enroll": _enroll, "devices": _devices,
+    "pending": _pending, "approve": _approve, "reject": _reject, "revoke": _revoke,
     "events": _events, "stats": _stats,
 }

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -36,29 +34,38 @@ from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 from console import floors, health
-from console.store import DeviceRow, NewEvent, Progress, Store
+from console.pairing import PairingLimits, Registrations
+from console.store import DeviceRow, NewEvent, Progress, Store, console_event
 from firmware.protocol.catalogue import CONSOLE_ONLY, EventCode
 from firmware.protocol.event import Event, decode_message_text
 from firmware.protocol.fragment import Reassembler
 from firmware.protocol.frame import (
     HEADER_LEN,
-    KIND_DEVICE,
+    KIND_REGISTER,
+    REGISTER_HEADER_LEN,
     Header,
     body_size,
     open_body,
+    open_register,
     parse_header,
+    parse_register,
+    seal_reply,
     seal_reply_wire,
 )
 from firmware.protocol.keys import OwnPrivateKey, PeerPublicKey
 from firmware.protocol.messages import (
     FRAGMENT,
+    REG_APPROVED,
+    REG_REJECTED,
     Fragment,
     FragmentAck,
     Heartbeat,
     HeartbeatAck,
+    RegisterAck,
     Reply,
     Stale,
     decode_body,
+    decode_register,
     encode_reply,
     unpad,
 )
@@ -77,7 +84,8 @@ TYPE_TXT = 16
 STAT_NAMES = (
     "queries", "accepted", "duplicate", "replayed", "auth_failed", "unknown_device",
     "undecodable", "events_stored", "storage_failed", "stale", "bad_device_rows",
-    "floors_failed", "authentic_undecodable", "internal_errors",
+    "floors_failed", "authentic_undecodable", "internal_errors", "revoked", "registrations",
+    "registration_throttled", "registration_bad_key", "registration_replayed",
 )
 CachedKey = bytes  # the frame's device id, session and counter, as sent
 
@@ -121,6 +129,7 @@ class Device:
     sessions: OrderedDict[int, Session] = field(default_factory=OrderedDict)  # by epoch
     health: health.DeviceHealth = field(default_factory=health.DeviceHealth)
     changed_epochs: set[int] = field(default_factory=set)
+    public: bytes = b""  # its X25519 public key: a registration under it means "paired"
     last_clone_report: float = 0.0
     clashes: int = 0
     dirty: bool = False
@@ -141,6 +150,7 @@ class Limits:
     sessions_kept: int = 1024
     clone_report_every: float = 600.0
     health: health.HealthLimits = field(default_factory=health.HealthLimits)
+    pairing: PairingLimits = field(default_factory=PairingLimits)
 
 
 @dataclass
@@ -177,6 +187,9 @@ class Console:
         self._floors = floors.read(self._floors_path) if self._floors_path else {}
         self._floors_writer = floors.Writer(self._floors_path) if self._floors_path else None
         self.restored: list[str] = []  # devices whose database floor was below the floors file
+        self._revoked: dict[bytes, bytes | None] = {}  # device id -> shared key, made on demand
+        self.registrations = Registrations(self.private_key, self.store, self.limits.pairing)
+        self._data_version = self.store.data_version()
         self.refresh_registry()
 
     @property
@@ -196,6 +209,9 @@ class Console:
                 log.error("device %r skipped: %s", inert(row.name, 64), exc.message)
 
     def _add_device(self, row: DeviceRow) -> None:
+        if row.revoked is not None:
+            self._revoked[row.device_id] = None
+            return
         peer = PeerPublicKey.from_text(row.public_key)
         floor = row.highest_counter
         kept, session = self._floors.get(row.device_id, (-1, 0))
@@ -205,7 +221,8 @@ class Console:
                         "%d (a restored database?); keeping %d", row.name, floor, kept, kept)
             floor = kept
         device = Device(row.name, row.device_id, self.private_key.shared_key(peer),
-                        ReplayWindow(floor=floor, size=self.limits.replay_window))
+                        ReplayWindow(floor=floor, size=self.limits.replay_window),
+                        public=peer.raw)
         device.sessions.update((e, Session(s, h)) for e, s, h in self.store.sessions(row.device_id))
         newest = floor >> SEQ_BITS
         if floor >= 0 and newest not in device.sessions and kept >= floor:  # the db lost it
@@ -241,7 +258,23 @@ class Console:
         for device in dirty:
             device.dirty = False
             device.changed_epochs.clear()
+        self.registrations.flush(now)
+        version = self.store.data_version()
+        if version != self._data_version:  # the operator decided something (another process)
+            self._data_version = version
+            self._take_decisions()
         self.refresh_registry()
+
+    def _take_decisions(self) -> None:
+        """Revocations and rejections made with the CLI while we serve (approvals enroll)."""
+        for device_id in self.store.revoked_ids():
+            if device_id not in self._revoked:
+                gone = self._devices.pop(device_id, None)
+                self._revoked[device_id] = None
+                if gone is not None:
+                    log.warning("device %r revoked: its beacons are dropped from now on",
+                                inert(gone.name, 64))
+        self.registrations.reload(self.store.pending_rows())
 
     def close(self) -> None:
         """Flush everything and wait for the floors file to be written (the end of serving)."""
@@ -317,14 +350,15 @@ class Console:
             frame = decode_labels(labels[: n - z])
             if len(frame) != self._frame_size:
                 raise DecodeError(f"frame of {len(frame)} bytes, not {self._frame_size}")
+            if frame[0] == KIND_REGISTER:
+                return self._registration(frame, qtype)
             header = parse_header(frame)
         except DecodeError:
             return self._reject("undecodable", qtype)
-        if header.kind != KIND_DEVICE:  # registration comes with pairing
-            return self._reject("undecodable", qtype)
         device = self._devices.get(header.device_id)
         if device is None:
-            return self._reject("unknown_device", qtype)
+            return self._reject("revoked" if header.device_id in self._revoked
+                                else "unknown_device", qtype)
         key = frame[1:HEADER_LEN]
         cached = self._cache.get(key)
         if cached is not None:
@@ -378,6 +412,57 @@ class Console:
         if qtype != TYPE_TXT:
             return NODATA
         return Answer(Kind.TXT, txt, durable)
+
+    def _registration(self, frame: bytes, qtype: int) -> Answer:
+        """A device asks to be paired (docs/pairing.md): where its request stands."""
+        public_key, header = parse_register(frame)
+        key = frame[1:REGISTER_HEADER_LEN]
+        cached = self._cache.get(key)
+        if cached is not None:
+            return self._from_cache(cached, key, frame, qtype)
+        now = self.clock()
+        device = self._devices.get(header.device_id)
+        entry = None
+        if device is not None and device.public == public_key:
+            shared = device.key
+        elif header.device_id in self._revoked:
+            shared = self._revoked_key(header.device_id, public_key)
+        else:
+            entry = self.registrations.lookup(header.device_id)
+            if entry is None or entry.public_key != public_key:
+                made = self.registrations.admit(public_key, header, now)
+                if isinstance(made, str):
+                    return self._reject(made, qtype)
+                entry = made
+            shared = entry.key
+        try:
+            register = decode_register(open_register(shared, header, frame))
+        except AuthenticationError:
+            return self._reject("auth_failed", qtype)
+        except DecodeError:
+            return self._reject("undecodable", qtype)
+        ack: RegisterAck | str
+        if entry is not None:
+            ack = self.registrations.answer(entry, register.name, header, now)
+        else:
+            ack = RegisterAck(REG_REJECTED if device is None else REG_APPROVED)
+        if isinstance(ack, str):
+            return self._reject(ack, qtype)
+        self.stats["registrations"] += 1
+        txt = seal_reply(shared, header, encode_reply(ack))
+        self._remember(key, _Cached(frame, txt, qtype == TYPE_TXT))
+        return Answer(Kind.TXT, txt) if qtype == TYPE_TXT else NODATA
+
+    def _revoked_key(self, device_id: bytes, public_key: bytes) -> bytes:
+        """The shared key of a revoked device (to tell it so), computed once."""
+        known = self._revoked.get(device_id)
+        if known is None:
+            try:
+                known = self.private_key.shared_key(PeerPublicKey(public_key))
+            except DecodeError:
+                known = bytes(32)  # opens nothing
+            self._revoked[device_id] = known
+        return known
 
     def _remember(self, key: CachedKey, entry: _Cached) -> None:
         self._cache[key] = entry
@@ -476,13 +561,9 @@ class Console:
         device.dirty = True  # its status changed with it
         event = Event(code, now, data={k: inert(v) if isinstance(v, str) else v
                                        for k, v in data.items()})
-        # console events take negative ids: they never meet a device's (non-negative) ids
-        self._store(device, -1 - secrets.randbits(62) if msg_id is None else msg_id, event, now)
-
-    def _store(self, device: Device, msg_id: int, event: Event, now: float) -> None:
-        compact = json.dumps(event.to_compact(), separators=(",", ":"), ensure_ascii=False)
-        self._pending.append(NewEvent(device.device_id, msg_id, int(event.code), compact, now))
-        self._pending_msgs.add((device.device_id, msg_id))
+        new = console_event(device.device_id, event, now, msg_id)
+        self._pending.append(new)
+        self._pending_msgs.add((device.device_id, new.msg_id))
 
 
 def _acknowledge_anyway(body: bytes) -> Reply:

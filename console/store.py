@@ -14,17 +14,20 @@ becomes a ``StorageError`` with a hint (full disk, read-only file, corrupt datab
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from firmware.protocol.event import from_compact, to_opencanary
+from firmware.protocol.event import Event, from_compact, to_opencanary
+from firmware.protocol.keys import PeerPublicKey
 from firmware.shared.errors import DecodeError, StorageError, UsageError
 from firmware.shared.sqlite import Database, hint_for
 
-FORMAT = 2  # PRAGMA user_version of console.db
+FORMAT = 3  # PRAGMA user_version of console.db
+_MIGRATIONS = {2: ["ALTER TABLE devices ADD COLUMN revoked REAL"]}  # from format N to N + 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
     device_id BLOB PRIMARY KEY,
@@ -41,7 +44,18 @@ CREATE TABLE IF NOT EXISTS devices (
     store_failed INTEGER,
     hb_flags INTEGER,
     status TEXT NOT NULL DEFAULT '',
-    highest_counter INTEGER NOT NULL DEFAULT -1
+    highest_counter INTEGER NOT NULL DEFAULT -1,
+    revoked REAL
+);
+CREATE TABLE IF NOT EXISTS pending (
+    device_id BLOB PRIMARY KEY,
+    public_key BLOB NOT NULL,
+    nonce BLOB NOT NULL,
+    code TEXT NOT NULL,
+    name TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    state TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -82,6 +96,21 @@ class DeviceRow:
     hb_flags: int | None
     status: str
     highest_counter: int
+    revoked: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    """A pairing request waiting for the operator (``state``: pending or rejected)."""
+
+    device_id: bytes
+    public_key: bytes
+    nonce: bytes
+    code: str
+    name: str
+    first_seen: float
+    last_seen: float
+    state: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +143,15 @@ class NewEvent:
     logtype: int
     compact: str
     received: float
+
+
+def console_event(device_id: bytes, event: Event, now: float, msg_id: int | None = None
+                  ) -> NewEvent:
+    """An event the console raises itself about a device: negative message ids never meet a
+    device's (non-negative) ones."""
+    compact = json.dumps(event.to_compact(), separators=(",", ":"), ensure_ascii=False)
+    return NewEvent(device_id, -1 - secrets.randbits(62) if msg_id is None else msg_id,
+                    int(event.code), compact, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +198,14 @@ class Store:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 self._db.execute(f"PRAGMA user_version = {FORMAT}")
-        if version not in (0, FORMAT):
+                version = FORMAT
+        while version in _MIGRATIONS:
+            with self._tx() as db:
+                for statement in _MIGRATIONS[version]:
+                    db.execute(statement)
+                version += 1
+                db.execute(f"PRAGMA user_version = {version}")
+        if version != FORMAT:
             self.database.close()
             raise StorageError(f"database {self.path} has format {version}, not {FORMAT}",
                                hint="it was made by another coalmine version; start a new "
@@ -173,20 +218,79 @@ class Store:
 
     def enroll(self, name: str, public_key: str, device_id: bytes, now: float) -> None:
         with self._tx() as db:
-            clash = db.execute(
-                "SELECT name FROM devices WHERE name = ? OR public_key = ? OR device_id = ?",
-                (name, public_key, device_id),
-            ).fetchone()
-            if clash:
-                raise UsageError(
-                    f"device {name!r} clashes with enrolled device {clash[0]!r}",
-                    hint="names, public keys and device ids must be unique; "
-                    "list them with `devices`",
-                )
-            db.execute(
-                "INSERT INTO devices (device_id, name, public_key, enrolled) VALUES (?, ?, ?, ?)",
-                (device_id, name, public_key, now),
+            self._enroll(db, name, public_key, device_id, now)
+
+    @staticmethod
+    def _enroll(db: sqlite3.Connection, name: str, public_key: str, device_id: bytes,
+                now: float) -> None:
+        clash = db.execute(
+            "SELECT name FROM devices WHERE name = ? OR public_key = ? OR device_id = ?",
+            (name, public_key, device_id),
+        ).fetchone()
+        if clash:
+            raise UsageError(
+                f"device {name!r} clashes with enrolled device {clash[0]!r}",
+                hint="names, public keys and device ids must be unique; "
+                "list them with `devices`",
             )
+        db.execute(
+            "INSERT INTO devices (device_id, name, public_key, enrolled) VALUES (?, ?, ?, ?)",
+            (device_id, name, public_key, now),
+        )
+
+    def device_id_of(self, name: str) -> bytes:
+        rows = self.database.rows("SELECT device_id FROM devices WHERE name = ?", (name,))
+        if not rows:
+            raise UsageError(f"no device named {name!r}", hint="list them with `devices`")
+        return bytes(rows[0][0])
+
+    def revoke(self, device_id: bytes, now: float, event: NewEvent) -> None:
+        """Mark the device revoked (its beacons are dropped from now on) and record it."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE devices SET revoked = ? WHERE device_id = ? "
+                             "AND revoked IS NULL", (now, device_id))
+            if cur.rowcount:  # revoked now, not before
+                self._insert_events(db, [event])
+
+    def revoked_ids(self) -> set[bytes]:
+        rows = self.database.rows("SELECT device_id FROM devices WHERE revoked IS NOT NULL")
+        return {bytes(r[0]) for r in rows}
+
+    def data_version(self) -> int:
+        """Changes whenever another connection (the CLI) committed: time to reload the registry."""
+        return int(self.database.rows("PRAGMA data_version")[0][0])
+
+    # --- pairing requests ---------------------------------------------------------------------
+
+    def pending_rows(self) -> list[PendingRow]:
+        rows = self.database.rows("SELECT * FROM pending ORDER BY first_seen")
+        return [PendingRow(bytes(r[0]), bytes(r[1]), bytes(r[2]), *r[3:]) for r in rows]
+
+    def add_pending(self, row: PendingRow) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (row.device_id, row.public_key, row.nonce, row.code, row.name,
+                        row.first_seen, row.last_seen, row.state))
+
+    def remove_pending(self, device_id: bytes) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM pending WHERE device_id = ?", (device_id,))
+
+    def touch_pending(self, seen: Sequence[tuple[bytes, float]]) -> None:
+        with self._tx() as db:
+            db.executemany("UPDATE pending SET last_seen = ? WHERE device_id = ?",
+                           [(t, d) for d, t in seen])
+
+    def reject_pending(self, device_id: bytes) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE pending SET state = 'rejected' WHERE device_id = ?", (device_id,))
+
+    def approve_pending(self, row: PendingRow, name: str, now: float, event: NewEvent) -> None:
+        """Enroll the device of a pairing request and record the approval, in one transaction."""
+        with self._tx() as db:
+            self._enroll(db, name, PeerPublicKey(row.public_key).text(), row.device_id, now)
+            db.execute("DELETE FROM pending WHERE device_id = ?", (row.device_id,))
+            self._insert_events(db, [event])
 
     def devices(self, after_rowid: int = 0) -> list[DeviceRow]:
         rows = self.database.rows(
@@ -222,12 +326,15 @@ class Store:
         """Store a group of events in one durable transaction; returns how many were new."""
         with self._tx() as db:
             before = db.total_changes
-            db.executemany(
-                "INSERT OR IGNORE INTO events (device_id, msg_id, logtype, compact, received)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(e.device_id, sql_int(e.msg_id), e.logtype, e.compact, e.received)
-                 for e in events])
+            self._insert_events(db, events)
             return db.total_changes - before
+
+    @staticmethod
+    def _insert_events(db: sqlite3.Connection, events: Sequence[NewEvent]) -> None:
+        db.executemany(
+            "INSERT OR IGNORE INTO events (device_id, msg_id, logtype, compact, received)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(e.device_id, sql_int(e.msg_id), e.logtype, e.compact, e.received) for e in events])
 
     def events(self, limit: int | None = None) -> list[EventRow]:
         """The newest ``limit`` events (all when None), oldest first."""

@@ -115,13 +115,14 @@ class Lab:
     """
 
     def __init__(self, workdir: Path | None = None, *, heartbeat: float = 60.0,
-                 with_ssh: bool = True, with_device: bool = True,
+                 with_ssh: bool = True, with_device: bool = True, pair: bool = False,
                  health: dict[str, float] | None = None) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="coalmine-lab-")
         self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.heartbeat = heartbeat
         self.with_ssh = with_ssh
         self.with_device = with_device
+        self.pair = pair  # the device pairs over DNS in config mode instead of being enrolled
         self.health = health or {}  # console.toml [health], e.g. a short offline_grace
         self.console_key = ""
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -158,13 +159,17 @@ class Lab:
         if not self.with_device:
             return
         data = self.dir / "device"
-        device_key, _ = load_or_create_key(data)
-        self.enroll("lab-device", device_key.public().text())
+        if self.pair:  # as the button daemon leaves it after a long press
+            self.set_mode("config")
+        else:
+            device_key, _ = load_or_create_key(data)
+            self.enroll("lab-device", device_key.public().text())
         self.device_conf.write_text(device_toml(
             self, node="lab-device", resolver=f"{HOST}:{self.resolver_port}",
             heartbeat=self.heartbeat, device={"data_dir": str(data),
                                               "run_dir": str(self.dir / "run")},
-            ssh={"host": HOST, "port": self.ssh_port, "host_key": str(data / "ssh_host_key")}))
+            ssh={"host": HOST, "port": self.ssh_port, "host_key": str(data / "ssh_host_key")},
+            enrolled=not self.pair))
         self.start_agent()
         if self.with_ssh:
             ssh = [sys.executable, "-m", "firmware.services", "ssh", "--config",
@@ -177,6 +182,12 @@ class Lab:
     def enroll(self, name: str, public_key: str) -> None:
         """Register a device key; the running console picks it up at its next flush."""
         self.console("enroll", "--name", name, "--public-key", public_key)
+
+    def set_mode(self, mode: str) -> None:
+        """What the button daemon writes: "config" or "production"."""
+        run_dir = self.dir / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "mode").write_text(mode + "\n")
 
     def start_console(self) -> None:
         self.spawn("console", [sys.executable, "-m", "console", "serve", "--state",

@@ -26,10 +26,13 @@ from firmware.protocol.messages import (
     FragmentAck,
     Heartbeat,
     HeartbeatAck,
+    Register,
+    RegisterAck,
     Reply,
     Stale,
     decode_reply,
     encode_body,
+    encode_register,
 )
 from firmware.shared.errors import InputError, TransportError
 
@@ -53,6 +56,7 @@ class Beacon:
 
     def __init__(self, link: Link, counters: CounterSource, transport: Transport,
                  on_progress: Callable[[], None] = lambda: None) -> None:
+        self.link = link
         self.key = link.secret()
         self.device_id = link.device_key.public().device_id()
         self.zone = link.zone
@@ -76,7 +80,10 @@ class Beacon:
 
     def _once(self, body: Body) -> Reply:
         header = frame.Header(self.device_id, self.counters.session, self.counters.next())
-        data = frame.seal(self.key, header, encode_body(body, self.body_size))
+        return self._ask(header, frame.seal(self.key, header, encode_body(body, self.body_size)))
+
+    def _ask(self, header: frame.Header, data: bytes) -> Reply:
+        """Send one frame; its reply, which must open for exactly this query."""
         try:
             answer = self.transport.exchange(names.name_for(data, self.zone))
         finally:
@@ -85,6 +92,16 @@ class Beacon:
             return decode_reply(frame.open_reply(self.key, header, answer))
         except InputError as exc:
             raise TransportError(f"bad answer from console: {exc.message}") from None
+
+    def register(self, name: str) -> RegisterAck:
+        """Ask the console to pair (config mode only): one registration frame, its reply."""
+        public = self.link.device_key.public().raw
+        header = frame.register_header(public, self.counters.session, self.counters.next())
+        body = encode_register(Register(name), frame.register_body_size(self.zone))
+        reply = self._ask(header, frame.seal_register(self.key, public, header, body))
+        if not isinstance(reply, RegisterAck):
+            raise TransportError("console answered a registration with the wrong reply type")
+        return reply
 
     def heartbeat(self, beat: Heartbeat) -> HeartbeatAck:
         reply = self.exchange(beat)

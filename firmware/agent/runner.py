@@ -24,14 +24,16 @@ from pathlib import Path
 
 from firmware.agent import listeners
 from firmware.agent.beacon import Beacon, Link
+from firmware.agent.pairing import Pairer
 from firmware.agent.queue import EventQueue
-from firmware.agent.storage import CounterSource, load_or_create_key
+from firmware.agent.storage import CounterSource, load_or_create_key, set_key_aside
 from firmware.agent.transport import DnsTransport, Transport
 from firmware.agent.watchdog import Liveness, Notify, Watchdog, systemd_notify, watchdog_period
 from firmware.config import DeviceConfig
 from firmware.eventpath import decode_datagram
 from firmware.protocol.catalogue import SOURCES, EventCode
 from firmware.protocol.event import Event
+from firmware.protocol.keys import PeerPublicKey
 from firmware.protocol.messages import HB_QUEUE_RESET, HB_RECEIVER_ALIVE, Heartbeat
 from firmware.shared.errors import ConfigError, InputError, StorageError, TransportError
 
@@ -48,21 +50,19 @@ class Agent:
     def __init__(self, cfg: DeviceConfig, transport: Transport | None = None,
                  notify: Notify | None = None) -> None:
         self.cfg = cfg
-        key, created = load_or_create_key(cfg.data_dir)
-        pub = key.public()
-        print(f"coalmine: device public key {pub.text()}", flush=True)
-        print(f"coalmine: device id {pub.device_id().hex()}{' (new key)' if created else ''}",
-              flush=True)
         link = cfg.console
         if link.public_key is None or not link.zone:
-            raise ConfigError("the device is not paired with a console",
+            raise ConfigError("this device does not know its console",
                               problems=["console.public_key and console.zone must be set"],
-                              hint="enroll the public key above at the console, then set them")
+                              hint="write them into coalmine.toml on the card's boot partition "
+                                   "(console init prints both)")
+        self.console_key: PeerPublicKey = link.public_key
         self.queue = EventQueue(cfg.data_dir / "queue.db", cfg.limits.queue_max_events)
         self.liveness = Liveness()
-        self.beacon = Beacon(Link(key, link.public_key, link.zone), CounterSource(cfg.data_dir),
-                             transport or DnsTransport(link.resolver, link.query_timeout),
-                             on_progress=lambda: self.liveness.tick("sender"))
+        self.counters = CounterSource(cfg.data_dir)
+        self.transport = transport or DnsTransport(link.resolver, link.query_timeout)
+        self.beacon = self._beacon()
+        self.pairer = Pairer(cfg, self.beacon, self.put_own, self._rekey)
         self.watchdog = Watchdog(self.liveness, notify or systemd_notify(), watchdog_period())
         self.stop = threading.Event()
         self.wake = threading.Event()
@@ -71,6 +71,21 @@ class Agent:
         self.store_failed = 0
         self.listening: dict[str, str] | None = None
         self.receiver: threading.Thread | None = None
+
+    def _beacon(self) -> Beacon:
+        key, created = load_or_create_key(self.cfg.data_dir)
+        pub = key.public()
+        print(f"coalmine: device public key {pub.text()}", flush=True)
+        print(f"coalmine: device id {pub.device_id().hex()}{' (new key)' if created else ''}",
+              flush=True)
+        return Beacon(Link(key, self.console_key, self.cfg.console.zone), self.counters,
+                      self.transport, on_progress=lambda: self.liveness.tick("sender"))
+
+    def _rekey(self) -> Beacon:
+        """A new device key, the refused one kept aside: pairing starts over with it."""
+        set_key_aside(self.cfg.data_dir, "refused")
+        self.beacon = self._beacon()
+        return self.beacon
 
     # -- event sockets -----------------------------------------------------------------------
 
@@ -160,6 +175,9 @@ class Agent:
         while not self.stop.is_set():
             self.liveness.tick("sender")
             try:
+                if not self.pairer.paired:  # nothing but registrations, in config mode only
+                    self._sleep(self.pairer.step())
+                    continue
                 if time.monotonic() >= next_check:
                     self.check_listeners()
                     next_check = time.monotonic() + LISTENER_CHECK

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from pathlib import Path
 
 from firmware.protocol.frame import MAX_SESSION
@@ -41,6 +42,18 @@ def load_or_create_key(data_dir: Path) -> tuple[OwnPrivateKey, bool]:
         raise StorageError(f"{path} is {len(raw)} bytes, not a 32-byte key",
                            hint="the key file is corrupt: move it away to re-pair the device")
     return OwnPrivateKey(raw), False
+
+
+def set_key_aside(data_dir: Path, why: str) -> Path:
+    """Move the device key out of the way (kept for a person to look at): the next
+    ``load_or_create_key`` makes a new one."""
+    path = data_dir / KEY_FILE
+    aside = data_dir / f"{KEY_FILE}.{why}-{int(time.time())}"
+    try:
+        path.replace(aside)
+    except OSError as exc:
+        raise StorageError(f"cannot move {path} aside: {exc.strerror}") from None
+    return aside
 
 
 class CounterSource:

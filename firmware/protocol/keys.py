@@ -20,10 +20,10 @@ from nacl.bindings import crypto_scalarmult
 from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 
-from firmware.protocol.frame import DEVICE_ID_LEN
 from firmware.shared.errors import DecodeError
 
 KEY_LEN = 32
+DEVICE_ID_LEN = 8
 _ID_PERSON = b"coalmine-devid"
 _PROBE_SCALAR = bytes([8] + [1] * 30 + [64])  # a fixed clamped scalar
 

@@ -8,9 +8,11 @@ controls the DNS path cannot drop events and let heartbeats pass.
 Upstream:  HEARTBEAT(0x01) uptime u32 | interval u16 | queue u32 | oldest_age u32 |
                            dropped u32 | rejected u32 | store_failed u32 | flags u8
            FRAGMENT(0x02)  msg_id u64 | index u8 | count u8 | chunk
+           REGISTER(0x03)  name length u8 | name (UTF-8)   -- only in a registration frame
 Replies:   HEARTBEAT_ACK(0x81) flags u8 | console_time u32
            FRAGMENT_ACK(0x82)  msg_id u64 | complete u8 | count u8 | bitmap
            STALE(0x83)         highest counter u48 (the device jumps past it)
+           REGISTER_ACK(0x84)  status u8 | pairing nonce (16)
 Every decoder raises ``DecodeError`` with the offset: replies read through ``Reader``; bodies,
 on the console's hot path, unpack with ``struct`` after an explicit length check.
 """
@@ -29,6 +31,10 @@ FRAGMENT = 0x02
 HEARTBEAT_ACK = 0x81
 FRAGMENT_ACK = 0x82
 STALE = 0x83
+REGISTER = 0x03
+REGISTER_ACK = 0x84
+MAX_NAME_BYTES = 32  # the name a device suggests for itself when it registers
+PAIRING_NONCE_LEN = 16
 FRAGMENT_HEADER_LEN = 11
 MAX_FRAGMENTS = 255
 REPLY_SIZE = 48
@@ -81,8 +87,27 @@ class Stale(NamedTuple):
     highest: int
 
 
+class Register(NamedTuple):
+    """A device asks to be paired (config mode only); ``name`` is its suggestion, untrusted."""
+
+    name: str
+
+
+class RegisterAck(NamedTuple):
+    """Where the device's pairing stands, and the nonce the console chose for its fingerprint."""
+
+    status: int  # REG_PENDING, REG_APPROVED, REG_REJECTED, REG_BUSY
+    nonce: bytes = bytes(PAIRING_NONCE_LEN)
+
+
+REG_PENDING = 1  # the operator has not decided yet: show the fingerprint, ask again
+REG_APPROVED = 2  # paired: send as an enrolled device
+REG_REJECTED = 3  # refused or revoked: this key will not be paired
+REG_BUSY = 4  # the console takes no new registrations right now: ask again later
+REG_STATUSES = frozenset({REG_PENDING, REG_APPROVED, REG_REJECTED, REG_BUSY})
+
 Body = Heartbeat | Fragment
-Reply = HeartbeatAck | FragmentAck | Stale
+Reply = HeartbeatAck | FragmentAck | Stale | RegisterAck
 
 _HB = struct.Struct(">BIHIIIIIB")
 _FRAG = struct.Struct(">BQBB")
@@ -107,6 +132,24 @@ def unpad(data: bytes) -> bytes:
     if end == 0 or data[end - 1] != PAD:
         raise DecodeError("missing padding", offset=max(0, end - 1))
     return data[: end - 1]
+
+
+def encode_register(reg: Register, size: int) -> bytes:
+    """A registration body padded to ``size`` (``register_body_size``); the name is cut to fit."""
+    name = reg.name.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore").encode("utf-8")
+    return pad(bytes((REGISTER, len(name))) + name, size)
+
+
+def decode_register(data: bytes) -> Register:
+    r = Reader(unpad(data))
+    if r.uint(1, "body type") != REGISTER:
+        raise DecodeError("not a registration body", offset=0)
+    size = r.uint(1, "name length")
+    if size > MAX_NAME_BYTES:
+        raise DecodeError(f"name of {size} bytes, more than {MAX_NAME_BYTES}", offset=1)
+    name = r.take(size, "name").decode("utf-8", errors="replace")
+    r.end("registration")
+    return Register(name)
 
 
 def encode_body(body: Body, size: int) -> bytes:
@@ -149,6 +192,10 @@ def encode_reply(reply: Reply) -> bytes:
     """The reply padded to ``REPLY_SIZE`` bytes: every answer has the same size."""
     if isinstance(reply, HeartbeatAck):
         raw = _HBACK.pack(HEARTBEAT_ACK, reply.flags, reply.console_time & _U32)
+    elif isinstance(reply, RegisterAck):
+        if reply.status not in REG_STATUSES or len(reply.nonce) != PAIRING_NONCE_LEN:
+            raise ValueError("bad registration reply")
+        raw = bytes((REGISTER_ACK, reply.status)) + reply.nonce
     elif isinstance(reply, Stale):
         raw = bytes((STALE,)) + reply.highest.to_bytes(6, "big")
     else:
@@ -170,6 +217,11 @@ def decode_reply(data: bytes) -> Reply:
         out: Reply = HeartbeatAck(r.uint(1, "flags"), r.uint(4, "console time"))
     elif kind == STALE:
         out = Stale(r.uint(6, "highest counter"))
+    elif kind == REGISTER_ACK:
+        status = r.uint(1, "registration status")
+        if status not in REG_STATUSES:
+            raise DecodeError(f"unknown registration status {status}", offset=1)
+        out = RegisterAck(status, r.take(PAIRING_NONCE_LEN, "pairing nonce"))
     elif kind == FRAGMENT_ACK:
         msg_id, complete, count = r.uint(8, "message id"), r.uint(1, "complete"), r.uint(1, "count")
         bitmap = r.take((count + 7) // 8, "bitmap")

@@ -46,7 +46,9 @@ class LoopbackConsole:
                 raise TransportError("console unreachable (test)")
             labels = names.split_name(qname, self.zone)
             assert labels is not None, qname
-            header = frame.parse_header(names.decode_labels(labels))
+            data = names.decode_labels(labels)
+            header = (frame.parse_register(data)[1] if data[0] == frame.KIND_REGISTER
+                      else frame.parse_header(data))
             self.nonces.append((header.device_id, header.session, header.counter))
             answer = self.core.handle([x.encode() for x in qname.rstrip(".").split(".")], TXT)
             committed = self.core.commit()
@@ -57,6 +59,10 @@ class LoopbackConsole:
     def flush(self) -> None:
         with self.lock:
             self.core.flush()
+
+    def operator(self) -> Store:
+        """A connection of its own, as the CLI (``console approve``) has."""
+        return Store(self.store.path)
 
     def events(self, logtype: int | None = None) -> list[dict[str, Any]]:
         with self.lock:

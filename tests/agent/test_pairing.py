@@ -1,0 +1,136 @@
+"""Pairing from the device's side against the real console core: nothing but registrations and
+only in config mode, the code both sides show, approval, rejection and a new key, restarts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from console import pairing
+from firmware.agent.runner import Agent
+from firmware.config import parse
+from firmware.protocol.catalogue import EventCode
+from tests.agent.fakes import LoopbackConsole
+from tests.agent.test_agent import login
+
+
+def unpaired_agent(tmp_path: Path, console: LoopbackConsole) -> Agent:
+    cfg = parse({"device": {"data_dir": str(tmp_path / "data"), "run_dir": str(tmp_path / "run"),
+                            "node_name": "nas-lab"},
+                 "console": {"zone": console.zone, "public_key": console.key.public().text(),
+                             "heartbeat_interval": 3600, "max_backoff": 0.05}})
+    return Agent(cfg, transport=console)
+
+
+def set_mode(tmp_path: Path, mode: str) -> None:
+    (tmp_path / "run").mkdir(exist_ok=True)
+    (tmp_path / "run" / "mode").write_text(mode + "\n")
+
+
+def state(tmp_path: Path) -> str:
+    path = tmp_path / "run" / "agent" / "pairing"
+    return path.read_text().strip() if path.exists() else ""
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> LoopbackConsole:
+    return LoopbackConsole(tmp_path / "console")
+
+
+def test_in_production_an_unpaired_device_asks_nothing_and_keeps_its_events(
+        tmp_path: Path, console: LoopbackConsole) -> None:
+    agent = unpaired_agent(tmp_path, console)
+    agent.queue.put(login(1))
+    set_mode(tmp_path, "production")
+    for _ in range(3):
+        agent.pairer.step()
+    assert console.queries == 0, "in production the device asks its console for nothing"
+    assert agent.queue.depth() == 1
+    assert console.store.pending_rows() == []
+
+
+def test_config_mode_pairs_after_approval_and_then_delivers(tmp_path: Path,
+                                                            console: LoopbackConsole) -> None:
+    agent = unpaired_agent(tmp_path, console)
+    agent.queue.put(login(1))
+    set_mode(tmp_path, "config")
+    agent.pairer.step()
+    console.flush()
+    (row,) = console.store.pending_rows()
+    assert state(tmp_path) == f"pending {row.code}", "the LED and the console show one code"
+    assert row.name == "nas-lab"
+    console.queries = 0
+    agent.pairer.step()  # still pending: asks again, same code
+    assert console.queries == 1 and state(tmp_path) == f"pending {row.code}"
+    name = pairing.approve(console.operator(), row.code, None, time.time())
+    console.flush()
+    agent.pairer.step()
+    assert agent.pairer.paired and state(tmp_path) == "paired"
+    assert (tmp_path / "data" / "paired").read_text().strip() == console.key.public().text()
+    while agent.send_one():
+        pass
+    kinds = [e["logtype"] for e in console.events()]
+    assert int(EventCode.DEVICE_PAIRED) in kinds and 4002 in kinds
+    (requested,) = console.events(int(EventCode.PAIRING_REQUESTED))
+    assert requested["logdata"]["FINGERPRINT"] == row.code and requested["node_id"] == name
+    # a restart remembers the pairing, whatever the mode
+    agent.queue.close()
+    set_mode(tmp_path, "production")
+    again = unpaired_agent(tmp_path, console)
+    assert again.pairer.paired
+    again.queue.close()
+
+
+def test_a_rejected_key_is_never_offered_again(tmp_path: Path, console: LoopbackConsole) -> None:
+    agent = unpaired_agent(tmp_path, console)
+    set_mode(tmp_path, "config")
+    agent.pairer.step()
+    first = agent.beacon.device_id
+    pairing.reject(console.operator(), console.store.pending_rows()[0].code)
+    console.flush()
+    agent.pairer.step()
+    assert state(tmp_path).startswith("error") and not agent.pairer.paired
+    console.queries = 0
+    agent.pairer.step()
+    assert console.queries == 0, "a refused key is not offered again in this session"
+    set_mode(tmp_path, "production")
+    agent.pairer.step()
+    set_mode(tmp_path, "config")  # the next config-mode session: a new key, a new request
+    agent.pairer.step()
+    assert agent.beacon.device_id != first
+    assert list((tmp_path / "data").glob("device.key.refused-*"))
+    console.flush()
+    ids = {r.device_id: r.state for r in console.store.pending_rows()}
+    assert ids[agent.beacon.device_id] == "pending" and ids[first] == "rejected"
+    agent.queue.close()
+
+
+def test_the_running_agent_waits_for_config_mode_then_pairs(tmp_path: Path,
+                                                             console: LoopbackConsole) -> None:
+    agent = unpaired_agent(tmp_path, console)
+    set_mode(tmp_path, "production")
+    sender = threading.Thread(target=agent.run)
+    sender.start()
+    try:
+        time.sleep(1.5)
+        assert console.queries == 0
+        set_mode(tmp_path, "config")
+        deadline = time.monotonic() + 10
+        while not console.store.pending_rows() and time.monotonic() < deadline:
+            console.flush()
+            time.sleep(0.1)
+        (row,) = console.store.pending_rows()
+        pairing.approve(console.operator(), row.code, "nas-1", time.time())
+        console.flush()
+        while not console.events(int(EventCode.BOOT)) and time.monotonic() < deadline + 10:
+            time.sleep(0.1)
+        assert console.events(int(EventCode.BOOT)), "paired: the agent's own events go out"
+    finally:
+        agent.stop.set()
+        agent.wake.set()
+        sender.join(timeout=15)
+    assert not sender.is_alive()
+    assert console.nonces_unique()
