@@ -124,9 +124,32 @@ def test_reply_round_trip(reply):
     assert messages.decode_reply(messages.encode_reply(reply)) == reply
 
 
+@given(st.text(max_size=40))
+def test_register_round_trip_cuts_the_name_on_a_character_boundary(name):
+    size = frame.register_body_size("c.test")
+    decoded = messages.decode_register(messages.encode_register(messages.Register(name), size))
+    assert name.startswith(decoded.name) and len(decoded.name.encode()) <= messages.MAX_NAME_BYTES
+
+
+@given(st.sampled_from(sorted(messages.REG_STATUSES)), st.binary(min_size=16, max_size=16))
+def test_register_ack_round_trip_and_size(status, nonce):
+    encoded = messages.encode_reply(messages.RegisterAck(status, nonce))
+    assert len(encoded) == messages.REPLY_SIZE
+    assert messages.decode_reply(encoded) == messages.RegisterAck(status, nonce)
+
+
+@given(st.binary(max_size=151))
+def test_random_registration_frames_never_escape_other_errors(data):
+    try:
+        public, header = frame.parse_register(data)
+        frame.open_register(KEY, header, data)
+    except (DecodeError, AuthenticationError):
+        pass
+
+
 @given(st.binary(max_size=64))
 def test_random_bodies_never_escape_other_errors(data):
-    for decode in (messages.decode_body, messages.decode_reply):
+    for decode in (messages.decode_body, messages.decode_reply, messages.decode_register):
         try:
             decode(data)
         except DecodeError:

@@ -84,3 +84,50 @@ def test_capacity_with_twenty_character_zone():
     assert payload == 96  # 104 under c.test; docs/protocol.md lists both
     biggest = bytes(names.max_frame_bytes(zone))
     assert len(names.name_for(biggest, zone)) <= 254
+
+
+REG_COUNTER = (7 << 24) | 6
+REG_FRAME = bytes.fromhex(
+    "0307a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c0a0b0c0d000007000006af1d"
+    "ce7d2af912c81be62e214b66316138fabca421b8a20dbb03c19db2764055604593c4450fcd336d5df0277cd833"
+    "8718f07a8387102d38600f48bbd3f2a727e6c2cb77d804aa3b16de1c1d9cd8ff67b1dcc6abcaf3b24bdf16af93"
+    "29ad6e1f013bcfd0f94d40771bad5a98")
+REG_NONCE = bytes(range(200, 216))
+REG_REPLY = bytes.fromhex(
+    "d259b08463e89fddaa272d216a3c393f17aaab20700560f0eeb70ae9e3cd3f158fb02d2b91290fcd266d167f"
+    "3156c6c46366f8199f21eb2dd0e8d279ae8f62e3")
+
+
+def test_registration_frame_reply_and_pairing_code():
+    """Pairing (docs/pairing.md): derived with raw libsodium and BLAKE2b from the spec."""
+    from firmware.protocol import pairing
+    key = DEVICE.shared_key(CONSOLE.public())
+    header = frame.register_header(DEVICE.public().raw, SESSION, REG_COUNTER)
+    body = messages.encode_register(messages.Register("nas-1"), frame.register_body_size("c.test"))
+    assert frame.seal_register(key, DEVICE.public().raw, header, body) == REG_FRAME
+    public, parsed = frame.parse_register(REG_FRAME)
+    assert public == DEVICE.public().raw and parsed == header
+    assert messages.decode_register(frame.open_register(key, parsed, REG_FRAME)).name == "nas-1"
+    ack = messages.encode_reply(messages.RegisterAck(messages.REG_PENDING, REG_NONCE))
+    assert frame.seal_reply(key, header, ack) == REG_REPLY
+    assert pairing.fingerprint(CONSOLE.public().raw, DEVICE.public().raw, REG_NONCE) == "110876"
+
+
+def test_registration_independent_derivation():
+    dev_sk, con_sk = bytes(range(1, 33)), bytes(range(101, 133))
+    dev_pk, con_pk = crypto_scalarmult_base(dev_sk), crypto_scalarmult_base(con_sk)
+    did = hashlib.blake2b(dev_pk, digest_size=8, person=b"coalmine-devid").digest()
+    key = crypto_box_beforenm(con_pk, dev_sk)
+    tail = SESSION.to_bytes(4, "big") + REG_COUNTER.to_bytes(6, "big")
+    body = bytes([3, 5]) + b"nas-1"
+    body += b"\x80" + bytes(151 - 43 - 16 - len(body) - 1)
+    nonce_header = bytes([3]) + did + tail
+    sealed = bytes([3]) + dev_pk + tail + crypto_secretbox(body, b"\x01" + nonce_header + bytes(4),
+                                                           key)
+    assert sealed == REG_FRAME
+    ack = bytes([0x84, 1]) + REG_NONCE
+    ack += b"\x80" + bytes(48 - len(ack) - 1)
+    assert crypto_secretbox(ack, b"\x02" + nonce_header + bytes(4), key) == REG_REPLY
+    code = hashlib.blake2b(con_pk + dev_pk + REG_NONCE, digest_size=8,
+                           person=b"coalmine-pair").digest()
+    assert f"{int.from_bytes(code, 'big') % 10**6:06d}" == "110876"
