@@ -86,6 +86,22 @@ class DeviceConfig:
         """Where ``service`` hands its events to the agent (one socket per service)."""
         return self.run_dir / service / "events.sock"
 
+    # Run-time state the device's daemons share (docs/button.md, docs/pairing.md)
+    @property
+    def mode_file(self) -> Path:
+        """The button daemon's word on the mode: "config" or "production" (its own directory)."""
+        return self.run_dir / "state" / "mode"
+
+    @property
+    def pairing_file(self) -> Path:
+        """The agent's word on pairing, for the status LED: "pending CODE", "paired", "error …"."""
+        return self.run_dir / "agent" / "pairing"
+
+    @property
+    def fresh_card_file(self) -> Path:
+        """Exists on the boot whose first-boot step formatted the data partition (no key yet)."""
+        return self.run_dir / "fresh-card"
+
 
 DEFAULT_DATA_DIR = Path("/data/coalmine/agent")
 DEFAULT_RUN_DIR = Path("/run/coalmine")

@@ -185,9 +185,9 @@ class Lab:
 
     def set_mode(self, mode: str) -> None:
         """What the button daemon writes: "config" or "production"."""
-        run_dir = self.dir / "run"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "mode").write_text(mode + "\n")
+        path = self.dir / "run" / "state" / "mode"  # DeviceConfig.mode_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(mode + "\n")
 
     def start_console(self) -> None:
         self.spawn("console", [sys.executable, "-m", "console", "serve", "--state",

@@ -35,7 +35,7 @@ MODE_BYTES = 64
 def in_config_mode(cfg: DeviceConfig) -> bool:
     """What the button daemon says (a missing or unreadable file: production)."""
     try:
-        with (cfg.run_dir / "mode").open("rb") as fh:
+        with cfg.mode_file.open("rb") as fh:
             return fh.read(MODE_BYTES).strip() == b"config"
     except OSError:
         return False
@@ -52,7 +52,7 @@ class Pairer:
         self.rekey = rekey  # moves a refused key aside, makes a new one: the new beacon
         self.console_key = cfg.console.public_key
         self.marker = cfg.data_dir / PAIRED_FILE
-        self.state_file = cfg.run_dir / "agent" / "pairing"
+        self.state_file = cfg.pairing_file
         self.code = ""
         self.refused = False  # this key was rejected: never offer it again
         self.was_config = False

@@ -28,7 +28,7 @@ from firmware.agent.pairing import Pairer
 from firmware.agent.queue import EventQueue
 from firmware.agent.storage import CounterSource, load_or_create_key, set_key_aside
 from firmware.agent.transport import DnsTransport, Transport
-from firmware.agent.watchdog import Liveness, Notify, Watchdog, systemd_notify, watchdog_period
+from firmware.agent.watchdog import Liveness, Watchdog, watchdog_period
 from firmware.config import DeviceConfig
 from firmware.eventpath import decode_datagram
 from firmware.protocol.catalogue import SOURCES, EventCode
@@ -36,6 +36,7 @@ from firmware.protocol.event import Event
 from firmware.protocol.keys import PeerPublicKey
 from firmware.protocol.messages import HB_QUEUE_RESET, HB_RECEIVER_ALIVE, Heartbeat
 from firmware.shared.errors import ConfigError, InputError, StorageError, TransportError
+from firmware.shared.notify import Notify, systemd_notify
 
 log = logging.getLogger("coalmine.agent")
 CLOCK_SKEW_WARN = 300

@@ -17,24 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from firmware.shared.errors import EnvironmentFault
+from firmware.shared.notify import Notify
 
 log = logging.getLogger(__name__)
-Notify = Callable[[str], object]
-
-
-def systemd_notify() -> Notify:
-    """``systemd.daemon.notify`` when running under systemd, else a notifier that does nothing."""
-    if not os.environ.get("NOTIFY_SOCKET"):
-        return lambda _state: None
-    try:
-        from systemd import daemon
-    except ImportError:
-        raise EnvironmentFault("running under systemd but python3-systemd is missing",
-                               hint="the image must include python3-systemd") from None
-    return daemon.notify  # type: ignore[no-any-return]
-
-
 def watchdog_period() -> float | None:
     """Seconds systemd allows between pings (``WATCHDOG_USEC``), or None without a watchdog."""
     usec = os.environ.get("WATCHDOG_USEC", "")

@@ -26,8 +26,8 @@ def unpaired_agent(tmp_path: Path, console: LoopbackConsole) -> Agent:
 
 
 def set_mode(tmp_path: Path, mode: str) -> None:
-    (tmp_path / "run").mkdir(exist_ok=True)
-    (tmp_path / "run" / "mode").write_text(mode + "\n")
+    (tmp_path / "run" / "state").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "run" / "state" / "mode").write_text(mode + "\n")
 
 
 def state(tmp_path: Path) -> str:

@@ -141,7 +141,7 @@ def test_register_ack_round_trip_and_size(status, nonce):
 @given(st.binary(max_size=151))
 def test_random_registration_frames_never_escape_other_errors(data):
     try:
-        public, header = frame.parse_register(data)
+        _, header = frame.parse_register(data)
         frame.open_register(KEY, header, data)
     except (DecodeError, AuthenticationError):
         pass
