@@ -136,6 +136,14 @@ class Device:
 
 
 @dataclass(slots=True)
+class _Revoked:
+    """A revoked device: told so when it asks, its frames dropped (and replays of either)."""
+
+    floor: int  # its highest counter: registrations at or below it are replays
+    key: bytes | None = None  # the shared key, made when it first asks
+
+
+@dataclass(slots=True)
 class _Cached:
     frame: bytes
     txt: bytes
@@ -187,7 +195,7 @@ class Console:
         self._floors = floors.read(self._floors_path) if self._floors_path else {}
         self._floors_writer = floors.Writer(self._floors_path) if self._floors_path else None
         self.restored: list[str] = []  # devices whose database floor was below the floors file
-        self._revoked: dict[bytes, bytes | None] = {}  # device id -> shared key, made on demand
+        self._revoked: dict[bytes, _Revoked] = {}
         self.registrations = Registrations(self.private_key, self.store, self.limits.pairing)
         self._data_version = self.store.data_version()
         self.refresh_registry()
@@ -210,7 +218,7 @@ class Console:
 
     def _add_device(self, row: DeviceRow) -> None:
         if row.revoked is not None:
-            self._revoked[row.device_id] = None
+            self._revoked[row.device_id] = _Revoked(floor=row.highest_counter)
             return
         peer = PeerPublicKey.from_text(row.public_key)
         floor = row.highest_counter
@@ -270,7 +278,7 @@ class Console:
         for device_id in self.store.revoked_ids():
             if device_id not in self._revoked:
                 gone = self._devices.pop(device_id, None)
-                self._revoked[device_id] = None
+                self._revoked[device_id] = _Revoked(floor=gone.window.highest if gone else -1)
                 if gone is not None:
                     log.warning("device %r revoked: its beacons are dropped from now on",
                                 inert(gone.name, 64))
@@ -422,11 +430,12 @@ class Console:
             return self._from_cache(cached, key, frame, qtype)
         now = self.clock()
         device = self._devices.get(header.device_id)
+        revoked = self._revoked.get(header.device_id)
         entry = None
         if device is not None and device.public == public_key:
             shared = device.key
-        elif header.device_id in self._revoked:
-            shared = self._revoked_key(header.device_id, public_key)
+        elif revoked is not None:
+            shared = self._revoked_key(revoked, public_key)
         else:
             entry = self.registrations.lookup(header.device_id)
             if entry is None or entry.public_key != public_key:
@@ -444,8 +453,16 @@ class Console:
         ack: RegisterAck | str
         if entry is not None:
             ack = self.registrations.answer(entry, register.name, header, now)
+        elif revoked is not None:  # the same counter stream as its device frames: no replays
+            ack = "registration_replayed" if header.counter <= revoked.floor else \
+                RegisterAck(REG_REJECTED, self.registrations.nonce(public_key))
+            revoked.floor = max(revoked.floor, header.counter)
+        elif device is not None and device.window.check(header.counter) is Verdict.NEW:
+            device.window.accept(header.counter)
+            device.dirty = True
+            ack = RegisterAck(REG_APPROVED, self.registrations.nonce(public_key))
         else:
-            ack = RegisterAck(REG_REJECTED if device is None else REG_APPROVED)
+            ack = "registration_replayed"
         if isinstance(ack, str):
             return self._reject(ack, qtype)
         self.stats["registrations"] += 1
@@ -453,16 +470,14 @@ class Console:
         self._remember(key, _Cached(frame, txt, qtype == TYPE_TXT))
         return Answer(Kind.TXT, txt) if qtype == TYPE_TXT else NODATA
 
-    def _revoked_key(self, device_id: bytes, public_key: bytes) -> bytes:
+    def _revoked_key(self, revoked: _Revoked, public_key: bytes) -> bytes:
         """The shared key of a revoked device (to tell it so), computed once."""
-        known = self._revoked.get(device_id)
-        if known is None:
+        if revoked.key is None:
             try:
-                known = self.private_key.shared_key(PeerPublicKey(public_key))
+                revoked.key = self.private_key.shared_key(PeerPublicKey(public_key))
             except DecodeError:
-                known = bytes(32)  # opens nothing
-            self._revoked[device_id] = known
-        return known
+                revoked.key = bytes(32)  # opens nothing
+        return revoked.key
 
     def _remember(self, key: CachedKey, entry: _Cached) -> None:
         self._cache[key] = entry

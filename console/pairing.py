@@ -14,8 +14,8 @@ shared key.  Until the operator approves, nothing a pending device sends is stor
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -26,7 +26,6 @@ from firmware.protocol.frame import Header
 from firmware.protocol.keys import OwnPrivateKey, PeerPublicKey
 from firmware.protocol.messages import (
     PAIRING_NONCE_LEN,
-    REG_BUSY,
     REG_PENDING,
     REG_REJECTED,
     RegisterAck,
@@ -68,8 +67,8 @@ class TokenBucket:
         self.tokens, self.last = float(burst), -1.0
 
     def take(self, now: float) -> bool:
-        if self.last >= 0:
-            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        if self.last >= 0:  # a clock stepped back adds nothing and takes nothing
+            self.tokens = min(self.burst, self.tokens + max(0.0, now - self.last) * self.rate)
         self.last = now
         if self.tokens < 1:
             return False
@@ -78,20 +77,40 @@ class TokenBucket:
 
 
 class Registrations:
-    """Pending pairing requests of one console (owned by the serving thread)."""
+    """Pending pairing requests of one console (owned by the serving thread).
+
+    The pairing nonce of a key is a keyed hash of it under a secret only this console holds:
+    unpredictable to a stranger (so nobody grinds a key for a wanted code), yet the same every
+    time that key asks, so a device that had to ask again (after an eviction or a restart)
+    keeps its code, and a registration frame is never answered with two different nonces.
+    """
 
     def __init__(self, private_key: OwnPrivateKey, store: Store,
                  limits: PairingLimits = PairingLimits()) -> None:
         self.private_key = private_key
         self.console_public = private_key.public().raw
+        self._nonce_key = hashlib.blake2b(private_key.raw, digest_size=32,
+                                          person=b"coalmine-pairkey").digest()
         self.store = store
         self.limits = limits
         self.bucket = TokenBucket(limits.new_per_second, limits.new_burst)
         self.pending: OrderedDict[bytes, Pending] = OrderedDict()  # least recently heard first
+        self.rejected: dict[bytes, Pending] = {}  # refused for good: outside the bounded table
         self.reload(store.pending_rows())
 
+    def nonce(self, public_key: bytes) -> bytes:
+        return hashlib.blake2b(public_key, key=self._nonce_key,
+                               digest_size=PAIRING_NONCE_LEN).digest()
+
     def lookup(self, device_id: bytes) -> Pending | None:
-        return self.pending.get(device_id)
+        """A known request (pending or rejected), its shared key made if it was not yet."""
+        entry = self.pending.get(device_id) or self.rejected.get(device_id)
+        if entry is not None and not entry.key:
+            try:
+                entry.key = self.private_key.shared_key(PeerPublicKey(entry.public_key))
+            except DecodeError:
+                entry.key = bytes(32)  # opens nothing
+        return entry
 
     def admit(self, public_key: bytes, header: Header, now: float) -> Pending | str:
         """A pending entry for an unseen key, or why not (a counted reason)."""
@@ -101,7 +120,7 @@ class Registrations:
             key = self.private_key.shared_key(PeerPublicKey(public_key))
         except DecodeError:
             return "registration_bad_key"
-        nonce = secrets.token_bytes(PAIRING_NONCE_LEN)
+        nonce = self.nonce(public_key)
         return Pending(header.device_id, public_key, key, nonce,
                        fingerprint(self.console_public, public_key, nonce), "", now, now, -1)
 
@@ -109,28 +128,25 @@ class Registrations:
         """The reply to an authentic registration from ``entry`` (new or known)."""
         if header.counter <= entry.highest:
             return "registration_replayed"
-        entry.highest = header.counter
+        if entry.rejected:  # for good: it never takes a place in the table again
+            entry.highest, entry.touched = header.counter, True
+            return RegisterAck(REG_REJECTED, entry.nonce)
         if entry.device_id not in self.pending:
-            if not self._make_room(now):
-                return RegisterAck(REG_BUSY)
+            self._make_room(now)
             entry.name = inert(name, 32)
             self.pending[entry.device_id] = entry
             self.store.add_pending(self._row(entry))
             log.warning("pairing requested by device %s (suggests %r), code %s",
                         entry.device_id.hex(), entry.name, entry.code)
-        entry.last_seen, entry.touched = now, True
+        entry.highest, entry.touched, entry.last_seen = header.counter, True, now
         self.pending.move_to_end(entry.device_id)
-        return RegisterAck(REG_REJECTED if entry.rejected else REG_PENDING, entry.nonce)
+        return RegisterAck(REG_PENDING, entry.nonce)
 
-    def _make_room(self, now: float) -> bool:
+    def _make_room(self, now: float) -> None:
+        """Room for one more: the idle expire, then the request heard from longest ago goes."""
         self.expire(now)
-        if len(self.pending) < self.limits.max_pending:
-            return True
-        oldest = next(iter(self.pending.values()))
-        if oldest.rejected:  # a rejection must reach its device: never evict it for a stranger
-            return False
-        self.forget(oldest.device_id)
-        return True
+        if len(self.pending) >= self.limits.max_pending:
+            self.forget(next(iter(self.pending)))
 
     def expire(self, now: float) -> None:
         for entry in [e for e in self.pending.values()
@@ -142,40 +158,40 @@ class Registrations:
             self.store.remove_pending(device_id)
 
     def flush(self, now: float) -> None:
-        """Persist when requests were last heard (batched) and forget idle ones."""
-        touched = [(e.device_id, e.last_seen) for e in self.pending.values() if e.touched]
+        """Persist when requests were last heard and their counters (batched); forget idle ones."""
+        entries = [*self.pending.values(), *self.rejected.values()]
+        touched = [(e.device_id, e.last_seen, e.highest) for e in entries if e.touched]
         if touched:
             self.store.touch_pending(touched)
-            for e in self.pending.values():
+            for e in entries:
                 e.touched = False
         self.expire(now)
 
     def reload(self, rows: list[PendingRow]) -> None:
-        """Take the operator's decisions: approved requests left the table, rejections marked."""
+        """Take the operator's decisions: approved requests left the table, rejected ones move
+        out of it (kept, so the device is told, and never admitted again)."""
         by_id = {r.device_id: r for r in rows}
         for device_id in [d for d in self.pending if d not in by_id]:
             del self.pending[device_id]
         for row in rows:
-            entry = self.pending.get(row.device_id)
-            if entry is None:
-                entry = self._from_row(row)
-                if entry is None:
-                    continue
-                self.pending[row.device_id] = entry
-            entry.rejected = row.state == "rejected"
+            if row.state == "rejected":
+                entry = self.pending.pop(row.device_id, None) or self.rejected.get(row.device_id)
+                entry = entry or self._from_row(row)
+                entry.rejected = True
+                self.rejected[row.device_id] = entry
+            elif row.device_id not in self.pending:
+                self.pending[row.device_id] = self._from_row(row)
 
-    def _from_row(self, row: PendingRow) -> Pending | None:
-        try:
-            key = self.private_key.shared_key(PeerPublicKey(row.public_key))
-        except DecodeError:
-            return None
-        return Pending(row.device_id, row.public_key, key, row.nonce, row.code, row.name,
-                       row.first_seen, row.last_seen, -1)
+    @staticmethod
+    def _from_row(row: PendingRow) -> Pending:
+        """Its shared key is made when the device next asks (``lookup``)."""
+        return Pending(row.device_id, row.public_key, b"", row.nonce, row.code, row.name,
+                       row.first_seen, row.last_seen, row.highest)
 
     @staticmethod
     def _row(e: Pending) -> PendingRow:
         return PendingRow(e.device_id, e.public_key, e.nonce, e.code, e.name, e.first_seen,
-                          e.last_seen, "rejected" if e.rejected else "pending")
+                          e.last_seen, "rejected" if e.rejected else "pending", e.highest)
 
 
 # --- the operator's decisions (the CLI, another process than `serve`) ---------------------------
@@ -216,7 +232,7 @@ def _find(store: Store, code: str) -> PendingRow:
 
 
 def _default_name(row: PendingRow) -> str:
-    suggestion = "".join(c for c in row.name if c.isalnum() or c in "-_.")[:32]
+    suggestion = "".join(c for c in row.name if c.isascii() and (c.isalnum() or c in "-_."))[:32]
     return f"{suggestion or 'device'}-{row.device_id.hex()[:6]}"
 
 

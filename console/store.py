@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS pending (
     name TEXT NOT NULL,
     first_seen REAL NOT NULL,
     last_seen REAL NOT NULL,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    highest INTEGER NOT NULL DEFAULT -1
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -111,6 +112,7 @@ class PendingRow:
     first_seen: float
     last_seen: float
     state: str
+    highest: int = -1  # the highest counter heard: replays of older frames get no answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,17 +196,15 @@ class Store:
         self.database = Database(path, schema=_SCHEMA, synchronous="FULL")
         self._db = self.database.db
         self._tx = self.database.transaction
-        with self.database.guard():
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        with self._tx() as db:  # one writer at a time: a CLI and `serve` may start together
+            version = db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
-                self._db.execute(f"PRAGMA user_version = {FORMAT}")
                 version = FORMAT
-        while version in _MIGRATIONS:
-            with self._tx() as db:
+            while version in _MIGRATIONS:
                 for statement in _MIGRATIONS[version]:
                     db.execute(statement)
                 version += 1
-                db.execute(f"PRAGMA user_version = {version}")
+            db.execute(f"PRAGMA user_version = {version}")
         if version != FORMAT:
             self.database.close()
             raise StorageError(f"database {self.path} has format {version}, not {FORMAT}",
@@ -268,18 +268,20 @@ class Store:
 
     def add_pending(self, row: PendingRow) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (row.device_id, row.public_key, row.nonce, row.code, row.name,
-                        row.first_seen, row.last_seen, row.state))
+                        row.first_seen, row.last_seen, row.state, row.highest))
 
     def remove_pending(self, device_id: bytes) -> None:
+        """Forget a request (evicted or idle): a rejection the CLI wrote meanwhile stays."""
         with self._tx() as db:
-            db.execute("DELETE FROM pending WHERE device_id = ?", (device_id,))
+            db.execute("DELETE FROM pending WHERE device_id = ? AND state = 'pending'",
+                       (device_id,))
 
-    def touch_pending(self, seen: Sequence[tuple[bytes, float]]) -> None:
+    def touch_pending(self, seen: Sequence[tuple[bytes, float, int]]) -> None:
         with self._tx() as db:
-            db.executemany("UPDATE pending SET last_seen = ? WHERE device_id = ?",
-                           [(t, d) for d, t in seen])
+            db.executemany("UPDATE pending SET last_seen = ?, highest = MAX(highest, ?) "
+                           "WHERE device_id = ?", [(t, h, d) for d, t, h in seen])
 
     def reject_pending(self, device_id: bytes) -> None:
         with self._tx() as db:
@@ -288,7 +290,15 @@ class Store:
     def approve_pending(self, row: PendingRow, name: str, now: float, event: NewEvent) -> None:
         """Enroll the device of a pairing request and record the approval, in one transaction."""
         with self._tx() as db:
+            still = db.execute("SELECT highest FROM pending WHERE device_id = ? AND code = ? "
+                               "AND state = 'pending'", (row.device_id, row.code)).fetchone()
+            if still is None:
+                raise UsageError("that pairing request is gone or was rejected meanwhile",
+                                 hint="list them again with `console pending`")
             self._enroll(db, name, PeerPublicKey(row.public_key).text(), row.device_id, now)
+            # its registrations so far stay replays: the replay floor starts above them
+            db.execute("UPDATE devices SET highest_counter = ? WHERE device_id = ?",
+                       (still[0], row.device_id))
             db.execute("DELETE FROM pending WHERE device_id = ?", (row.device_id,))
             self._insert_events(db, [event])
 

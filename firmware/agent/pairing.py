@@ -22,7 +22,7 @@ from firmware.agent.beacon import Beacon
 from firmware.config import DeviceConfig
 from firmware.protocol.catalogue import EventCode
 from firmware.protocol.event import Event
-from firmware.protocol.messages import REG_APPROVED, REG_BUSY, REG_PENDING, REG_REJECTED
+from firmware.protocol.messages import REG_APPROVED, REG_PENDING, REG_REJECTED
 from firmware.protocol.pairing import fingerprint, shown
 from firmware.shared.atomic import write_atomic
 from firmware.shared.errors import StorageError
@@ -90,8 +90,6 @@ class Pairer:
                       "and enter it again to ask with a new key")
         elif ack.status == REG_PENDING:
             self._pending(ack.nonce)
-        elif ack.status == REG_BUSY:
-            log.warning("the console takes no pairing requests right now; asking again")
         return 5.0
 
     def _pending(self, nonce: bytes) -> None:

@@ -96,15 +96,14 @@ class Register(NamedTuple):
 class RegisterAck(NamedTuple):
     """Where the device's pairing stands, and the nonce the console chose for its fingerprint."""
 
-    status: int  # REG_PENDING, REG_APPROVED, REG_REJECTED, REG_BUSY
+    status: int  # REG_PENDING, REG_APPROVED, REG_REJECTED
     nonce: bytes = bytes(PAIRING_NONCE_LEN)
 
 
 REG_PENDING = 1  # the operator has not decided yet: show the fingerprint, ask again
 REG_APPROVED = 2  # paired: send as an enrolled device
 REG_REJECTED = 3  # refused or revoked: this key will not be paired
-REG_BUSY = 4  # the console takes no new registrations right now: ask again later
-REG_STATUSES = frozenset({REG_PENDING, REG_APPROVED, REG_REJECTED, REG_BUSY})
+REG_STATUSES = frozenset({REG_PENDING, REG_APPROVED, REG_REJECTED})
 
 Body = Heartbeat | Fragment
 Reply = HeartbeatAck | FragmentAck | Stale | RegisterAck

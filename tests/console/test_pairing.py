@@ -18,7 +18,6 @@ from firmware.protocol.frame import open_reply as open_reply_frame
 from firmware.protocol.keys import OwnPrivateKey, PeerPublicKey
 from firmware.protocol.messages import (
     REG_APPROVED,
-    REG_BUSY,
     REG_PENDING,
     REG_REJECTED,
     Heartbeat,
@@ -175,16 +174,67 @@ def test_a_flood_of_strangers_is_bounded_and_the_real_device_keeps_its_place(rig
     assert len(rows) <= 16 and real.key.public().raw in {r.public_key for r in rows}
 
 
-def test_a_full_table_of_rejections_answers_busy(rig: Rig) -> None:
-    limits = PairingLimits(max_pending=2, new_per_second=100, new_burst=100)
+def test_rejected_requests_cannot_squat_the_table(rig: Rig) -> None:
+    clock = [1000.0]
+    rig.console.clock = lambda: clock[0]
+    limits = PairingLimits(max_pending=4, new_per_second=100, new_burst=100, pending_idle=60)
     rig.console.registrations = pairing.Registrations(rig.key, rig.store, limits)
-    for _ in range(2):
-        assert Stranger(rig.key.public()).ask(rig) is not None
+    squatters = [Stranger(rig.key.public()) for _ in range(4)]
+    for s in squatters:
+        assert s.ask(rig) is not None
     for row in rig.store.pending_rows():
         pairing.reject(operator(rig), row.code)
     flush(rig)
-    ack = Stranger(rig.key.public()).ask(rig)
-    assert ack is not None and ack.status == REG_BUSY
+    newcomer = Stranger(rig.key.public())
+    ack = newcomer.ask(rig)
+    assert ack is not None and ack.status == REG_PENDING, "a table of rejections takes no one"
+    clock[0] += 61
+    for s in squatters:  # told, and never pending again
+        clock[0] += 1
+        again = s.ask(rig)
+        assert again is not None and again.status == REG_REJECTED
+    flush(rig)
+    states = {r.device_id: r.state for r in rig.store.pending_rows()}
+    assert all(states[s.key.public().device_id()] == "rejected" for s in squatters)
+
+
+def test_a_code_survives_eviction_and_restart(rig: Rig) -> None:
+    limits = PairingLimits(max_pending=2, new_per_second=100, new_burst=100)
+    rig.console.registrations = pairing.Registrations(rig.key, rig.store, limits)
+    dev = Stranger(rig.key.public())
+    first = dev.ask(rig)
+    assert first is not None
+    for _ in range(3):  # pushes the device out
+        assert Stranger(rig.key.public()).ask(rig) is not None
+    assert dev.key.public().device_id() not in {r.device_id for r in rig.store.pending_rows()}
+    again = dev.ask(rig)
+    assert again is not None and again.nonce == first.nonce, "same key, same code"
+    rig.restart()
+    after = dev.ask(rig)
+    assert after is not None and after.nonce == first.nonce
+
+
+def test_a_registration_frame_is_answered_once_whatever_happens_after(rig: Rig) -> None:
+    """Replays after approval or revocation get nothing: never a second, different reply under
+    the same (key, reply nonce)."""
+    dev = Stranger(rig.key.public())
+    _, frame = dev.frame()
+    labels = [x.encode() for x in [*encode_frame(frame), *ZONE.split(".")]]
+    assert rig.console.handle(labels, TXT).kind is Kind.TXT
+    rig.console.flush()
+    pairing.approve(operator(rig), rig.store.pending_rows()[0].code, "nas-1", time.time())
+    rig.console.flush()
+    rig.console._cache.clear()
+    assert rig.console.handle(labels, TXT).kind is Kind.NODATA
+    approved = dev.ask(rig)
+    assert approved is not None and approved.status == REG_APPROVED
+    pairing.revoke(operator(rig), "nas-1", time.time())
+    rig.console.flush()
+    rig.console._cache.clear()
+    assert rig.console.handle(labels, TXT).kind is Kind.NODATA
+    rejected = dev.ask(rig)
+    assert rejected is not None and rejected.status == REG_REJECTED
+    assert rig.console.stats["registration_replayed"] == 2
 
 
 def test_an_enrolled_device_that_registers_is_approved_at_once(rig: Rig) -> None:
