@@ -5,10 +5,11 @@ those only while it is in config mode (the button daemon writes ``<run_dir>/mode
 production nothing the device sends asks its console for anything.  While the request is
 pending the device shows the six-digit code the console will list (serial console, and the
 status LED through the pairing state file the button daemon reads); once the operator approved
-it, the device records that it is paired (``<data_dir>/paired``, naming the console key) and
+it, the device records that it is paired (``<data_dir>/paired``, naming both keys) and
 the agent sends heartbeats and events as usual.  Events that arrived meanwhile wait in the
-queue.  A rejected or revoked key is never offered again: the next config-mode session makes a
-new key (the old one is kept aside) and asks anew.  ``console.enrolled = true`` (a key enrolled
+queue.  A rejected key is never offered again: the next config-mode session makes a new key
+(the old one is kept aside) and asks anew.  A paired device asks once in every config-mode
+session too: if the console revoked it, it makes a new key and pairs anew.  ``console.enrolled = true`` (a key enrolled
 by hand with ``console enroll``, for labs and tests) skips all of this.
 """
 
@@ -42,6 +43,8 @@ def in_config_mode(cfg: DeviceConfig) -> bool:
 
 
 class Pairer:
+    """The agent's pairing state; the sender asks ``busy()`` before anything else it does."""
+
     EMITS = frozenset({EventCode.PAIRING_REQUESTED})
 
     def __init__(self, cfg: DeviceConfig, beacon: Beacon, put_own: Callable[[Event], None],
@@ -55,33 +58,52 @@ class Pairer:
         self.state_file = cfg.pairing_file
         self.code = ""
         self.refused = False  # this key was rejected: never offer it again
-        self.was_config = False
+        self.config = self.entered = self.was_config = False
+        self.confirming = False  # paired, in a new config-mode session: still paired?
         self.paired = cfg.console.enrolled or self._marker_matches()
+
+    def _identity(self) -> str:
+        """What the marker holds: this console's key and this device's key."""
+        console = self.console_key.text() if self.console_key else ""
+        return f"{console} {self.beacon.link.device_key.public().text()}"
 
     def _marker_matches(self) -> bool:
         try:
             text = self.marker.read_text(errors="replace")[:200].strip()
         except OSError:
             return False
-        return self.console_key is not None and text == self.console_key.text()
+        return text == self._identity()
+
+    def busy(self) -> bool:
+        """Whether pairing has work now: while unpaired, and once per config-mode session while
+        paired (to learn that the console revoked this key, and pair anew)."""
+        config = in_config_mode(self.cfg)
+        self.entered, self.was_config, self.config = config and not self.was_config, config, config
+        if self.entered and self.paired and not self.cfg.console.enrolled:
+            self.confirming = True
+        return not self.paired or self.confirming
 
     def step(self) -> float:
-        """One round while unpaired; the seconds to wait before the next."""
-        config = in_config_mode(self.cfg)
-        entered, self.was_config = config and not self.was_config, config
-        if not config:
+        """One round of pairing (after ``busy()``); the seconds to wait before the next."""
+        if not self.config:
+            self.confirming = False
             if self.code or self.refused:
                 self._state("")
             return 1.0
-        if entered and self.refused:
-            self.beacon = self.rekey()
-            self.refused, self.code = False, ""
-            log.warning("the console refused the old key: pairing with a new one")
+        if self.entered and self.refused:
+            self._new_key("the console refused the old key: pairing with a new one")
         if self.refused:
             return 5.0
         ack = self.beacon.register(self.cfg.node_name)
+        self.confirming = False
         if ack.status == REG_APPROVED:
-            self._paired()
+            if not self.paired:
+                self._paired()
+            return 0.0
+        if ack.status == REG_REJECTED and self.paired:  # revoked; a person is at the box
+            self.paired = False
+            self.marker.unlink(missing_ok=True)
+            self._new_key("the console revoked this device: pairing anew with a new key")
             return 0.0
         if ack.status == REG_REJECTED:
             self.refused = True
@@ -91,6 +113,11 @@ class Pairer:
         elif ack.status == REG_PENDING:
             self._pending(ack.nonce)
         return 5.0
+
+    def _new_key(self, why: str) -> None:
+        log.warning("%s", why)
+        self.beacon = self.rekey()
+        self.refused, self.code = False, ""
 
     def _pending(self, nonce: bytes) -> None:
         console = self.console_key
@@ -107,11 +134,10 @@ class Pairer:
                            data={"FINGERPRINT": code}))
 
     def _paired(self) -> None:
-        if self.console_key is not None:
-            try:
-                write_atomic(self.marker, (self.console_key.text() + "\n").encode())
-            except StorageError as exc:  # still paired for this run; asks again next start
-                log.error("%s (%s)", exc.message, exc.hint)
+        try:
+            write_atomic(self.marker, (self._identity() + "\n").encode())
+        except StorageError as exc:  # still paired for this run; asks again next start
+            log.error("%s (%s)", exc.message, exc.hint)
         self.paired = True
         self._state("paired")
         print("coalmine: paired with the console", flush=True)

@@ -42,6 +42,7 @@ log = logging.getLogger("coalmine.agent")
 CLOCK_SKEW_WARN = 300
 MAX_WAIT = 5.0  # the sender wakes at least this often (watchdog liveness)
 LISTENER_CHECK = 60.0
+PAIRING_RETRY = 5.0  # the longest wait between registrations that got no answer
 MAX_REASONS = 32  # distinct refusal reasons counted by name; the rest under "other reasons"
 
 
@@ -176,7 +177,7 @@ class Agent:
         while not self.stop.is_set():
             self.liveness.tick("sender")
             try:
-                if not self.pairer.paired:  # nothing but registrations, in config mode only
+                if self.pairer.busy():  # nothing but registrations, in config mode only
                     self._sleep(self.pairer.step())
                     continue
                 if time.monotonic() >= next_check:
@@ -189,8 +190,9 @@ class Agent:
                 backoff = 0.0  # only reached when every exchange above succeeded
                 if sent:
                     continue
-            except TransportError as exc:
-                backoff = min(self.cfg.console.max_backoff, max(0.5, backoff * 2))
+            except TransportError as exc:  # a person waits at the box while it pairs: 5 s at most
+                most = self.cfg.console.max_backoff if self.pairer.paired else PAIRING_RETRY
+                backoff = min(most, max(0.5, backoff * 2))
                 log.warning("%s; retrying in %.1fs (%d queued)", exc.message, backoff,
                             self.queue.depth())
                 self._sleep(backoff * random.uniform(0.8, 1.2))

@@ -26,6 +26,7 @@ KEY_LEN = 32
 DEVICE_ID_LEN = 8
 _ID_PERSON = b"coalmine-devid"
 _PROBE_SCALAR = bytes([8] + [1] * 30 + [64])  # a fixed clamped scalar
+_P = 2**255 - 19  # a canonical encoding is below the field prime (so bit 255 is clear)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class PeerPublicKey:
     def __post_init__(self) -> None:
         if len(self.raw) != KEY_LEN:
             raise DecodeError(f"public key must be {KEY_LEN} bytes", offset=len(self.raw))
+        if int.from_bytes(self.raw, "little") >= _P:  # X25519 ignores bit 255: one key, 2 ids
+            raise DecodeError("not a canonical X25519 public key", offset=KEY_LEN - 1)
         try:  # any clamped scalar times a low-order point is the identity: libsodium refuses
             crypto_scalarmult(_PROBE_SCALAR, self.raw)
         except CryptoError:

@@ -272,3 +272,11 @@ def test_reassembler_sweeps_old_partials_and_keeps_new_ones():
     assert not r.holds(DID, 1), "swept: older than max_age"
     assert r.add(DID, messages.Fragment(2, 1, 2, b"b"), 1201.0)[0] == b"ab"
     assert r.pending() == 0
+
+
+def test_a_key_with_bit_255_set_is_refused():
+    """X25519 ignores bit 255: the same key with it set would get a second device id."""
+    good = keys.OwnPrivateKey.generate().public().raw
+    alias = good[:31] + bytes((good[31] | 0x80,))
+    with pytest.raises(DecodeError, match="canonical"):
+        keys.PeerPublicKey(alias)
