@@ -85,8 +85,8 @@ def boot_figure(out: Path, work: Path) -> None:
         finally:
             guest.stop()
     print(f"   qemu-arm64 (TCG, 2 vCPUs), shipped max_backoff {SHIPPED_MAX_BACKOFF:g} s: "
-          f"start -> device key on serial {guest.key_seen - guest.started:.1f} s, "
-          f"key enrolled -> first heartbeat {guest.armed - guest.key_seen:.1f} s, "
+          f"start -> pairing code on serial {guest.code_seen - guest.started:.1f} s, "
+          f"code approved -> first heartbeat {guest.armed - guest.code_seen:.1f} s, "
           f"start -> first heartbeat at the console {guest.armed - guest.started:.1f} s "
           f"(py-ref during the boot {ref.py_us:.1f} µs)")
 

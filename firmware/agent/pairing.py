@@ -9,8 +9,9 @@ it, the device records that it is paired (``<data_dir>/paired``, naming both key
 the agent sends heartbeats and events as usual.  Events that arrived meanwhile wait in the
 queue.  A rejected key is never offered again: the next config-mode session makes a new key
 (the old one is kept aside) and asks anew.  A paired device asks once in every config-mode
-session too: if the console revoked it, it makes a new key and pairs anew.  ``console.enrolled = true`` (a key enrolled
-by hand with ``console enroll``, for labs and tests) skips all of this.
+session too: if the console revoked it, it makes a new key and pairs anew.
+``console.enrolled = true`` (a key enrolled by hand with ``console enroll``, for labs and
+tests) skips all of this.
 """
 
 from __future__ import annotations

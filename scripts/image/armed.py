@@ -2,13 +2,15 @@
 
 Shared by the image tests and the boot benchmark so both measure the same thing: the guest
 gets coalmine.toml on its FAT partition (as a defender would write it) pointing its resolver
-at unbound on the host (10.0.2.2 in QEMU's user network); its device key is read from the
-serial console and enrolled; armed = the console has its first heartbeat.
+at unbound on the host (10.0.2.2 in QEMU's user network); the fresh card starts in config mode
+and asks to pair, and the code on its serial console is approved at the console, as an operator
+does it; armed = the console has its first heartbeat.
 """
 
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -23,9 +25,29 @@ from scripts.lab import Lab, device_toml, free_port
 class Guest:
     proc: subprocess.Popen[bytes]
     serial: Path
+    qmp: Path
     started: float = field(default_factory=time.monotonic)
-    key_seen: float = 0.0
+    code_seen: float = 0.0
     armed: float = 0.0
+
+    def press(self, seconds: float) -> None:
+        """Hold the board's button for ``seconds``: QEMU's power button is wired to GPIO line 3,
+        each ``system_powerdown`` raises it for 100 ms, so repeating it every 50 ms holds it."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as qmp:
+            qmp.settimeout(10)
+            qmp.connect(str(self.qmp))
+            reader = qmp.makefile("rb")
+            reader.readline()  # the greeting
+            qmp.sendall(b'{"execute": "qmp_capabilities"}\n')
+            reader.readline()
+            end = time.monotonic() + seconds
+            while True:
+                qmp.sendall(b'{"execute": "system_powerdown"}\n')
+                if b"error" in reader.readline():
+                    raise EnvironmentFault("QEMU refused system_powerdown")
+                if time.monotonic() >= end:
+                    return
+                time.sleep(0.05)
 
     def log(self) -> str:
         return self.serial.read_text(errors="replace") if self.serial.exists() else ""
@@ -54,9 +76,10 @@ class Guest:
 
 
 def provisioning(lab: Lab, node: str, heartbeat: float) -> str:
-    """coalmine.toml for a guest that talks to ``lab`` through QEMU's user network."""
+    """coalmine.toml for a guest that talks to ``lab`` through QEMU's user network; it pairs
+    over DNS in config mode, which a fresh card's first boot enters by itself."""
     return device_toml(lab, node=node, resolver=f"10.0.2.2:{lab.resolver_port}",
-                       heartbeat=heartbeat)
+                       heartbeat=heartbeat, enrolled=False)
 
 
 def boot(lab: Lab, src: Path, work: Path, *, node: str = "qemu-device",
@@ -74,15 +97,25 @@ def boot(lab: Lab, src: Path, work: Path, *, node: str = "qemu-device",
     lab.ssh_port = free_port()
     serial = work / "serial.log"
     serial.unlink(missing_ok=True)
-    argv = qemu.command(src, img, ssh_port=lab.ssh_port, serial=f"file:{serial}")
-    return Guest(qemu.spawn(argv, work / "qemu.out"), serial)
+    qmp = work / "qmp.sock"
+    qmp.unlink(missing_ok=True)
+    argv = qemu.command(src, img, ssh_port=lab.ssh_port, serial=f"file:{serial}", qmp=qmp)
+    return Guest(qemu.spawn(argv, work / "qemu.out"), serial, qmp)
 
 
-def arm(lab: Lab, guest: Guest, *, node: str = "qemu-device", timeout: float = 600) -> None:
-    """Read the device key from the serial console, enroll it, wait for the first heartbeat."""
-    key = guest.wait_serial(r"coalmine: device public key (\S+)", timeout).group(1)
-    guest.key_seen = time.monotonic()
-    lab.enroll(node, key)
+def arm(lab: Lab, guest: Guest, *, node: str = "qemu-device", timeout: float = 600) -> str:
+    """Pair the guest as an operator does, then wait for its first heartbeat; the code.
+
+    The fresh card's first boot puts it in config mode; it asks the console to pair and shows
+    a code on its serial console; the console lists the same code; approve it.
+    """
+    shown = guest.wait_serial(r"coalmine: pairing code (\d{3}) (\d{3})", timeout)
+    code = shown.group(1) + shown.group(2)
+    guest.code_seen = time.monotonic()
+    lab.wait_for(lambda: f"code={shown.group(1)} {shown.group(2)}" in lab.console("pending"),
+                 60, "the pairing request at the console")
+    lab.console("approve", code, "--name", node)
     lab.wait_for(lambda: "last_heartbeat=never" not in lab.console("devices"),
                  timeout, "the first heartbeat from the emulated device")
     guest.armed = time.monotonic()
+    return code

@@ -52,6 +52,9 @@ def apply(root: Path, *, board: str, debug: bool, k: kernel.Kernel, sde: int,
     stage("rootfs: overlay, device runtime, users, units")
     rootfs.add_overlay(root, REPO / "overlay")
     rootfs.add_runtime(root)
+    board_defaults = REPO / "board" / board / "device.toml"  # the button's line, the LED
+    (root / "etc/coalmine/board.toml").write_bytes(board_defaults.read_bytes())
+    (root / "etc/coalmine/board.toml").chmod(0o644)
     (root / "usr/lib/coalmine/BUILD").write_text(build_info)
     rootfs.chroot(root, "systemd-sysusers", "/usr/lib/sysusers.d/coalmine.conf")
     rootfs.chroot(root, "systemctl", "enable", *ENABLE)

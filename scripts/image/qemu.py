@@ -45,8 +45,12 @@ def working_copy(src_dir: Path, dest: Path, provision: Path | None = None) -> Pa
 
 
 def command(src_dir: Path, disk_img: Path, *, ssh_port: int | None = None,
-            serial: str = "mon:stdio", smp: int = 2) -> list[str]:
-    """The qemu-system-aarch64 argv for the virt machine booting ``disk_img``."""
+            serial: str = "mon:stdio", smp: int = 2, qmp: Path | None = None) -> list[str]:
+    """The qemu-system-aarch64 argv for the virt machine booting ``disk_img``.
+
+    ``qmp``: a Unix socket for QEMU's machine protocol, through which a test presses the
+    board's button (``system_powerdown`` raises line 3 of the PL061 GPIO controller).
+    """
     boot = src_dir / "boot"
     net = "user,id=n0"
     if ssh_port is not None:
@@ -60,6 +64,7 @@ def command(src_dir: Path, disk_img: Path, *, ssh_port: int | None = None,
         "-device", "virtio-blk-pci,drive=d0",
         "-netdev", net, "-device", "virtio-net-pci,netdev=n0,romfile=",  # no PXE ROM: -kernel boot
         "-device", "virtio-rng-pci",
+        *(["-qmp", f"unix:{qmp},server=on,wait=off"] if qmp else []),
     ]
 
 

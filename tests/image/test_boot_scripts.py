@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +26,11 @@ GROWDATA = REPO / "overlay/usr/libexec/coalmine/growdata"
 MIB = 1 << 20
 
 
-def growdata(*args: str | Path, tries: int = 3) -> subprocess.CompletedProcess[str]:
+def growdata(*args: str | Path, tries: int = 3, marker: Path | None = None
+             ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GROWDATA_TRIES": str(tries), "GROWDATA_DELAY": "0",
-           "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+           "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+           "GROWDATA_FRESH_MARKER": str(marker or Path(tempfile.mkdtemp()) / "fresh-card")}
     return subprocess.run(["sh", str(GROWDATA), *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=120, check=False)
 
@@ -81,12 +84,19 @@ def device(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["losetup", "-d", loop], check=False)
 
 
-def test_blank_partition_is_formatted(device: Path) -> None:
-    assert growdata("--probe", device).stdout.strip() == "blank"
-    proc = growdata(device)
+def test_blank_partition_is_formatted_and_the_card_marked_fresh(device: Path, tmp_path: Path
+                                                                 ) -> None:
+    marker = tmp_path / "run" / "fresh-card"
+    assert growdata("--probe", device, marker=marker).stdout.strip() == "blank"
+    assert not marker.exists()
+    proc = growdata(device, marker=marker)
     assert proc.returncode == 0, proc.stderr
     assert "making the data filesystem" in proc.stdout
     assert fs_type(device) == "ext4"
+    assert marker.exists(), "this boot formatted the partition: a fresh card (config mode)"
+    marker.unlink()
+    assert growdata(device, marker=marker).returncode == 0
+    assert not marker.exists(), "a card that holds its filesystem is not fresh"
 
 
 def test_ext4_is_kept(device: Path) -> None:

@@ -218,9 +218,10 @@ def test_unit_sandbox_scores(root: Path) -> None:
     """systemd-analyze security (offline, the host's systemd): every long-running service and
     the root oneshot that writes the SSH host key are well hardened.  Figures with Debian 12's
     systemd 252: agent 1.1 (it needs the network), SSH honeypot 0.2 (was 1.5 while it bound port
-    22 itself with CAP_NET_BIND_SERVICE), host key oneshot 1.0 (root, CAP_CHOWN only)."""
+    22 itself with CAP_NET_BIND_SERVICE), host key oneshot 1.0 (root, CAP_CHOWN only), button
+daemon 0.5 (no network, only the GPIO character devices)."""
     for name, limit in (("coalmine-agent.service", 1.1), ("coalmine-ssh.service", 0.2),
-                        ("coalmine-ssh-hostkey.service", 1.0)):
+                        ("coalmine-ssh-hostkey.service", 1.0), ("coalmine-button.service", 0.5)):
         proc = subprocess.run(["systemd-analyze", "security", "--offline=yes",
                                f"--root={root}", "--no-pager", name],
                               capture_output=True, text=True, check=False)

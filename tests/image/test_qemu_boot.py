@@ -33,6 +33,7 @@ BOOT_TIMEOUT = 600  # TCG on a loaded 2-core CI machine; typical is ~2 minutes t
 class Booted:
     lab: Lab
     guest: armed.Guest
+    code: str
 
     def log(self) -> str:
         return self.guest.log()
@@ -45,12 +46,41 @@ def booted(qemu_out: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with Lab(work / "lab", with_device=False) as lab:
         guest = armed.boot(lab, qemu_out, work)
         try:
-            armed.arm(lab, guest, timeout=BOOT_TIMEOUT)
-            print(f"\nqemu: start -> device key {guest.key_seen - guest.started:.1f}s, "
+            code = armed.arm(lab, guest, timeout=BOOT_TIMEOUT)
+            print(f"\nqemu: start -> pairing code {guest.code_seen - guest.started:.1f}s, "
                   f"-> first heartbeat {guest.armed - guest.started:.1f}s")
-            yield Booted(lab, guest)
+            yield Booted(lab, guest, code)
         finally:
             guest.stop()
+
+
+def test_a_fresh_card_starts_in_config_mode_and_pairs_over_dns(booted: Booted) -> None:
+    """Journey 2's first half with the image's own button daemon and agent: first boot enters
+    config mode by itself, the device asks through unbound, shows its code, and is approved."""
+    lab = booted.lab
+    entered = lab.wait_event(lambda e: e["logtype"] == 1104, timeout=120)
+    assert entered["logdata"]["REASON"] == "first-boot" and entered["node_id"] == "qemu-device"
+    requested = lab.wait_event(lambda e: e["logtype"] == 1107, timeout=120)
+    assert requested["logdata"]["FINGERPRINT"] == booted.code
+    paired = lab.wait_event(lambda e: e["logtype"] == 1206, timeout=30)
+    assert paired["logdata"]["FINGERPRINT"] == booted.code
+
+
+def test_the_real_button_leaves_and_enters_config_mode(booted: Booted) -> None:
+    """The libgpiod backend on a real GPIO line: QEMU's power button is wired to line 3 of the
+    virt board's PL061 controller; a short press leaves config mode, a 3.5 s press enters it."""
+    lab, guest = booted.lab, booted.guest
+    lab.wait_event(lambda e: e["logtype"] == 1104, timeout=120)  # first boot: config mode
+    guest.press(0.3)
+    left = lab.wait_event(lambda e: e["logtype"] == 1105, timeout=60)
+    assert left["logdata"]["REASON"] == "button" and left["logdata"]["SECONDS"] >= 0
+    guest.press(3.6)
+    lab.wait_event(lambda e: e["logtype"] == 1104 and e["logdata"]["REASON"] == "button",
+                   timeout=60)
+    guest.press(0.3)
+    lab.wait_for(lambda: sum(e["logtype"] == 1105 for e in lab.events()) >= 2, 60,
+                 "config mode left again")
+    assert not [e for e in lab.events() if e["logtype"] == 1106], "no press counted as tamper"
 
 
 def test_heartbeat_reaches_console_through_user_network(booted: Booted) -> None:
