@@ -1,10 +1,12 @@
-"""Which sockets the device listens on, from the kernel's own tables (/proc/self/net).
+"""What the device exposes: its listening sockets (/proc/self/net) and its network interfaces.
 
 A canary must listen only where a honeypot service listens: anything else (a resolver answering
 LLMNR, a debug service, something an intruder left behind) tells an attacker what the box is or
 that it was tampered with.  The agent reads the network namespace's socket tables, keeps the
 listeners that are reachable from the network (not loopback), and reports them as an event at
-start and whenever they change, so the console shows what the device exposes.
+start and whenever they change, so the console shows what the device exposes.  Likewise the
+network interfaces (/sys/class/net): the device uses exactly one, and a second one (a USB
+adapter someone plugged in) is kept down by systemd-networkd and shows up here.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from pathlib import Path
 TCP_LISTEN = "0A"
 TABLES = {"tcp": "TCP", "tcp6": "TCP", "udp": "UDP", "udp6": "UDP"}
 PROC_NET = Path("/proc/self/net")
+SYS_NET = Path("/sys/class/net")
+IFF_UP = 0x1
+MAX_INTERFACES = 32
 
 
 def parse_table(text: str, proto: str) -> set[int]:
@@ -69,3 +74,20 @@ def read_listeners(proc_net: Path = PROC_NET) -> dict[str, str]:
         except OSError:
             continue
     return listeners(tables)
+
+
+def read_interfaces(sys_net: Path = SYS_NET) -> dict[str, str]:
+    """{"NAMES": "eth0 eth1", "UP": "eth0"}: the interfaces but loopback, and those up."""
+    try:
+        names = sorted(p.name for p in sys_net.iterdir() if p.name != "lo")[:MAX_INTERFACES]
+    except OSError:
+        names = []
+    up = []
+    for name in names:
+        try:
+            flags = int((sys_net / name / "flags").read_text().strip(), 16)
+        except (OSError, ValueError):
+            continue
+        if flags & IFF_UP:
+            up.append(name)
+    return {"NAMES": " ".join(names), "UP": " ".join(up)}

@@ -47,7 +47,7 @@ MAX_REASONS = 32  # distinct refusal reasons counted by name; the rest under "ot
 
 
 class Agent:
-    EMITS = frozenset({EventCode.BOOT, EventCode.LISTENERS})
+    EMITS = frozenset({EventCode.BOOT, EventCode.LISTENERS, EventCode.NETWORK_INTERFACES})
 
     def __init__(self, cfg: DeviceConfig, transport: Transport | None = None,
                  notify: Notify | None = None) -> None:
@@ -72,6 +72,7 @@ class Agent:
         self.rejected: collections.Counter[str] = collections.Counter()
         self.store_failed = 0
         self.listening: dict[str, str] | None = None
+        self.interfaces: dict[str, str] | None = None
         self.receiver: threading.Thread | None = None
 
     def _beacon(self) -> Beacon:
@@ -250,11 +251,15 @@ class Agent:
         return True
 
     def check_listeners(self) -> None:
-        """Report the device's network listeners at start and whenever they change."""
+        """Report the device's listeners and interfaces at start and whenever they change."""
         now = listeners.read_listeners()
         if now != self.listening:
             self.listening = now
             self.put_own(Event(EventCode.LISTENERS, time.time(), data=now))
+        interfaces = listeners.read_interfaces()
+        if interfaces != self.interfaces:
+            self.interfaces = interfaces
+            self.put_own(Event(EventCode.NETWORK_INTERFACES, time.time(), data=interfaces))
 
     # -- the whole agent -------------------------------------------------------------------------
 

@@ -82,7 +82,7 @@ class Paths:
 
     @classmethod
     def of(cls, cfg: DeviceConfig) -> Paths:
-        return cls(mode=cfg.mode_file, led_record=cfg.run_dir / "button" / "led",
+        return cls(mode=cfg.mode_file, led_record=cfg.run_dir / "state" / "led",
                    pairing=cfg.pairing_file, applying=cfg.run_dir / "settings" / "applying",
                    fresh_card=cfg.fresh_card_file)
 

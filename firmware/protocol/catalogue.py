@@ -28,6 +28,7 @@ class EventCode(enum.IntEnum):
     CONFIG_MODE_LEFT = 1105  # button daemon: config mode left (button or timeout)
     BUTTON_PRESSED = 1106  # button daemon: a short press in production (someone at the box)
     PAIRING_REQUESTED = 1107  # agent: asked the console to pair (config mode), with fingerprint
+    NETWORK_INTERFACES = 1108  # agent: the device's network interfaces, at start and on change
     DEVICE_OFFLINE = 1200  # console: no heartbeat for three of the device's intervals
     DEVICE_ONLINE = 1201  # console: heartbeats again after DEVICE_OFFLINE
     DEVICE_STALLED = 1202  # console: the device's queue is not draining
@@ -52,6 +53,7 @@ DESCRIPTIONS: dict[EventCode, str] = {
     EventCode.CONFIG_MODE_LEFT: "device left config mode",
     EventCode.BUTTON_PRESSED: "config button pressed in production mode",
     EventCode.PAIRING_REQUESTED: "device asked its console to pair",
+    EventCode.NETWORK_INTERFACES: "device network interfaces (more than one: a second adapter)",
     EventCode.DEVICE_OFFLINE: "device offline: heartbeats stopped",
     EventCode.DEVICE_ONLINE: "device back online",
     EventCode.DEVICE_STALLED: "device stalled: its events are not getting out",

@@ -27,8 +27,10 @@ class Guest:
     serial: Path
     qmp: Path
     started: float = field(default_factory=time.monotonic)
-    code_seen: float = 0.0
-    armed: float = 0.0
+    code_seen: float = 0.0  # the pairing code on the serial console
+    pending: float = 0.0  # the pairing request listed at the console
+    approved: float = 0.0
+    armed: float = 0.0  # the first heartbeat at the console
 
     def press(self, seconds: float) -> None:
         """Hold the board's button for ``seconds``: QEMU's power button is wired to GPIO line 3,
@@ -86,6 +88,8 @@ def boot(lab: Lab, src: Path, work: Path, *, node: str = "qemu-device",
          heartbeat: float = 5.0, card_extra: int = 64 << 20) -> Guest:
     """Provision a working copy of the image and start QEMU; SSH lands on lab.ssh_port.
 
+    The guest has a second network adapter (eth1) that it must keep down and report.
+
     ``card_extra`` bytes are added to the disk, like a card larger than the image, so first
     boot has to grow the data partition.
     """
@@ -99,7 +103,8 @@ def boot(lab: Lab, src: Path, work: Path, *, node: str = "qemu-device",
     serial.unlink(missing_ok=True)
     qmp = work / "qmp.sock"
     qmp.unlink(missing_ok=True)
-    argv = qemu.command(src, img, ssh_port=lab.ssh_port, serial=f"file:{serial}", qmp=qmp)
+    argv = qemu.command(src, img, ssh_port=lab.ssh_port, serial=f"file:{serial}", qmp=qmp,
+                        second_nic=True)
     return Guest(qemu.spawn(argv, work / "qemu.out"), serial, qmp)
 
 
@@ -114,7 +119,9 @@ def arm(lab: Lab, guest: Guest, *, node: str = "qemu-device", timeout: float = 6
     guest.code_seen = time.monotonic()
     lab.wait_for(lambda: f"code={shown.group(1)} {shown.group(2)}" in lab.console("pending"),
                  60, "the pairing request at the console")
+    guest.pending = time.monotonic()
     lab.console("approve", code, "--name", node)
+    guest.approved = time.monotonic()
     lab.wait_for(lambda: "last_heartbeat=never" not in lab.console("devices"),
                  timeout, "the first heartbeat from the emulated device")
     guest.armed = time.monotonic()

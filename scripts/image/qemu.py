@@ -45,11 +45,14 @@ def working_copy(src_dir: Path, dest: Path, provision: Path | None = None) -> Pa
 
 
 def command(src_dir: Path, disk_img: Path, *, ssh_port: int | None = None,
-            serial: str = "mon:stdio", smp: int = 2, qmp: Path | None = None) -> list[str]:
+            serial: str = "mon:stdio", smp: int = 2, qmp: Path | None = None,
+            second_nic: bool = False) -> list[str]:
     """The qemu-system-aarch64 argv for the virt machine booting ``disk_img``.
 
     ``qmp``: a Unix socket for QEMU's machine protocol, through which a test presses the
     board's button (``system_powerdown`` raises line 3 of the PL061 GPIO controller).
+    ``second_nic``: a second network adapter (eth1), as if someone plugged one in: the device
+    must keep it down and report it.
     """
     boot = src_dir / "boot"
     net = "user,id=n0"
@@ -65,6 +68,8 @@ def command(src_dir: Path, disk_img: Path, *, ssh_port: int | None = None,
         "-netdev", net, "-device", "virtio-net-pci,netdev=n0,romfile=",  # no PXE ROM: -kernel boot
         "-device", "virtio-rng-pci",
         *(["-qmp", f"unix:{qmp},server=on,wait=off"] if qmp else []),
+        *(["-netdev", "user,id=n1,restrict=on", "-device", "virtio-net-pci,netdev=n1,romfile="]
+          if second_nic else []),
     ]
 
 

@@ -423,6 +423,18 @@ def test_listeners_are_reported_at_start(tmp_path, console):
         listener.close()
     (event,) = console.events(int(EventCode.LISTENERS))
     assert str(port) in event["logdata"]["TCP"].split()
+    (interfaces,) = console.events(int(EventCode.NETWORK_INTERFACES))
+    assert "lo" not in interfaces["logdata"]["NAMES"].split()
+
+
+def test_a_second_interface_is_reported_with_which_are_up(tmp_path):
+    from firmware.agent.listeners import read_interfaces
+    net = tmp_path / "net"
+    for name, flags in (("lo", "0x9"), ("eth0", "0x1003"), ("eth1", "0x1002")):
+        (net / name).mkdir(parents=True)
+        (net / name / "flags").write_text(flags + "\n")
+    assert read_interfaces(net) == {"NAMES": "eth0 eth1", "UP": "eth0"}
+    assert read_interfaces(tmp_path / "missing") == {"NAMES": "", "UP": ""}
 
 
 def test_full_disk_is_reported_as_a_full_disk(tmp_path):

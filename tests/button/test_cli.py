@@ -60,4 +60,4 @@ def test_runs_until_sigterm_and_leaves_the_led_dark(tmp_path):
         stderr = proc.stderr.read().decode()
         proc.stderr.close()
     assert "started in production mode" in stderr
-    assert (tmp_path / "run" / "button" / "led").read_text() == "dark\n"
+    assert (tmp_path / "run" / "state" / "led").read_text() == "dark\n"

@@ -149,6 +149,17 @@ def test_production_initramfs_offers_no_shell(qemu_out: Path) -> None:
     assert "coalmine.debug" not in (qemu_out / "boot/cmdline.txt").read_text()
 
 
+def test_one_network_and_no_forwarding(root: Path) -> None:
+    net = root / "etc/systemd/network"
+    assert sorted(p.name for p in net.iterdir()) == ["20-wired.network", "90-others.network"]
+    assert "Name=eth0" in (net / "20-wired.network").read_text()
+    assert "ActivationPolicy=always-down" in (net / "90-others.network").read_text()
+    sysctl = (root / "usr/lib/sysctl.d/60-coalmine.conf").read_text()
+    assert "net.ipv4.ip_forward = 0" in sysctl and "net.ipv6.conf.all.forwarding = 0" in sysctl
+    modules = {p.name.split(".")[0] for p in (root / "usr/lib/modules").rglob("*.ko*")}
+    assert not modules & {"bridge", "8021q", "bonding", "veth", "tun"}, "nothing to join networks"
+
+
 def test_boots_into_the_devices_own_target(root: Path) -> None:
     system = root / "etc/systemd/system"
     assert str((system / "default.target").readlink()).endswith("/coalmine.target")
@@ -156,8 +167,8 @@ def test_boots_into_the_devices_own_target(root: Path) -> None:
     wants = {w for line in target.splitlines() if line.startswith("Wants=")
              for w in line.removeprefix("Wants=").split()}
     assert wants == {"systemd-networkd.service", "systemd-resolved.service",
-                     "coalmine-provision.service", "coalmine-agent.service",
-                     "coalmine-ssh.socket", "coalmine-ssh.service"}
+                     "coalmine-provision.service", "coalmine-button.service",
+                     "coalmine-agent.service", "coalmine-ssh.socket", "coalmine-ssh.service"}
     for unit in ("systemd-logind.service", "systemd-user-sessions.service", "modprobe@.service",
                  "systemd-hostnamed.service", "proc-sys-fs-binfmt_misc.automount"):
         assert str((system / unit).readlink()) == "/dev/null", unit
@@ -219,9 +230,10 @@ def test_unit_sandbox_scores(root: Path) -> None:
     the root oneshot that writes the SSH host key are well hardened.  Figures with Debian 12's
     systemd 252: agent 1.1 (it needs the network), SSH honeypot 0.2 (was 1.5 while it bound port
     22 itself with CAP_NET_BIND_SERVICE), host key oneshot 1.0 (root, CAP_CHOWN only), button
-daemon 0.5 (no network, only the GPIO character devices)."""
+daemon 0.6 (no network; it needs the GPIO character devices, a group of its own for them and
+coalmine-events to reach its event socket, so no PrivateDevices= and no PrivateUsers=)."""
     for name, limit in (("coalmine-agent.service", 1.1), ("coalmine-ssh.service", 0.2),
-                        ("coalmine-ssh-hostkey.service", 1.0), ("coalmine-button.service", 0.5)):
+                        ("coalmine-ssh-hostkey.service", 1.0), ("coalmine-button.service", 0.6)):
         proc = subprocess.run(["systemd-analyze", "security", "--offline=yes",
                                f"--root={root}", "--no-pager", name],
                               capture_output=True, text=True, check=False)

@@ -145,6 +145,12 @@ def test_device_listens_only_where_a_honeypot_listens(booted: Booted) -> None:
                                       for p, v in expected.items()}, reports
 
 
+def test_one_network_only_a_second_adapter_stays_down_and_is_reported(booted: Booted) -> None:
+    lab = booted.lab
+    report = lab.wait_event(lambda e: e["logtype"] == 1108, timeout=120)
+    assert report["logdata"] == {"NAMES": "eth0 eth1", "UP": "eth0"}, report
+
+
 def test_first_boot_provisioned_and_no_login_prompt(booted: Booted) -> None:
     log = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", booted.log())  # systemd's colours
     assert "imported coalmine.toml from the boot partition" in log
