@@ -129,7 +129,35 @@ def load(paths: Sequence[Path]) -> DeviceConfig:
                                   hint="pass --config with the device.toml to use") from None
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from None
-    return parse(raw)
+    try:
+        return parse(raw)
+    except ConfigError as exc:  # say where each bad value is written
+        raise ConfigError("invalid device configuration",
+                          problems=[_located(paths, problem) for problem in exc.problems],
+                          hint=exc.hint) from None
+
+
+def _located(paths: Sequence[Path], problem: str) -> str:
+    """``problem`` ("console.zone: ...") prefixed with the file and line that set the key
+    (the last file that sets it wins, as in ``merge``)."""
+    dotted = problem.split(":", 1)[0]
+    if " " in dotted or "." not in dotted:
+        return problem
+    table, _, key = dotted.rpartition(".")
+    found = ""
+    for path in paths:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        current = ""
+        for no, line in enumerate(lines, 1):
+            text = line.strip()
+            if text.startswith("[") and text.endswith("]"):
+                current = text.strip("[]").strip()
+            elif current == table and text.split("=", 1)[0].strip() == key:
+                found = f"{path}:{no}: "
+    return found + problem
 
 
 def parse(raw: dict[str, Any]) -> DeviceConfig:
