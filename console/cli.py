@@ -1,5 +1,5 @@
-"""The console's command line: init, serve, pending, approve, reject, revoke, enroll, devices,
-events, stats.
+"""The console's command line: init, serve, pending, approve, reject, revoke, settings, enroll,
+devices, events, stats.
 
 The only place in the console that prints and exits: library code raises ``CoalmineError``
 subclasses, ``main`` turns them into a message, a hint and the subclass's exit code.  Event
@@ -18,13 +18,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from console import config, pairing
+from console import config, pairing, settings
 from console.core import Console, Limits
 from console.handler import Responder
 from console.server import Server, bind_or_inherit
 from console.store import Store
 from firmware.protocol.keys import PeerPublicKey
 from firmware.protocol.pairing import shown
+from firmware.protocol.settings import verify_key_of
 from firmware.protocol.text import inert
 from firmware.shared.cli import main_guard, module_command
 from firmware.shared.errors import DecodeError, UsageError
@@ -59,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("code", metavar="CODE")
     s = cmd("revoke", "end a device: its beacons are dropped from now on")
     s.add_argument("--name", required=True, help="the device's name (see `devices`)")
+    s = cmd("settings", "show or change a device's signed settings (it takes them in config "
+                        "mode)")
+    s.add_argument("--name", required=True, help="the device's name (see `devices`)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="e.g. services.ssh.port=2222, device.hostname=files-2 (repeatable)")
+    s.add_argument("--unset", action="append", default=[], metavar="KEY",
+                   help="back to the device's own default (repeatable)")
     cmd("devices", "list enrolled devices")
     s = cmd("events", "list stored events, newest last")
     s.add_argument("--json", action="store_true", help="one OpenCanary JSON object per line")
@@ -95,7 +103,7 @@ def _serve(args: argparse.Namespace) -> None:
     sockets = bind_or_inherit(args.listen)
     store = Store(cfg.db_path)
     core = Console(cfg.zone, cfg.private_key, store, Limits(health=cfg.health),
-                   state_dir=cfg.state)
+                   state_dir=cfg.state, settings_key=verify_key_of(cfg.settings_seed()))
     if core.restored:
         print(f"warning: the database's replay floors were behind the floors file for "
               f"{len(core.restored)} devices (restored from a backup?); the floors file wins",
@@ -159,6 +167,20 @@ def _revoke(args: argparse.Namespace) -> None:
           "put it in config mode: it needs a new key and a new approval")
 
 
+def _settings(args: argparse.Namespace) -> None:
+    cfg = config.load(args.state)
+    store = Store(cfg.db_path)
+    device_id = store.device_id_of(_name(args.name))
+    if not args.set and not args.unset:
+        version, values = settings.current(store, device_id)
+        print(f"{args.name}: settings version {version}\n{settings.describe(values)}")
+        return
+    new = settings.change(store, cfg.settings_seed(), _name(args.name), assignments=args.set,
+                          unset=args.unset, now=time.time())
+    print(f"{args.name}: settings version {new.version}, signed\n{settings.describe(new.values)}")
+    print("the device takes them the next time it is in config mode (hold its button 3 s)")
+
+
 def _name(text: str) -> str:
     name = text.strip()
     if not name or len(name) > 64 or not name.isprintable():
@@ -214,5 +236,6 @@ def _when(ts: float) -> str:
 _COMMANDS = {
     "init": _init, "serve": _serve, "enroll": _enroll, "devices": _devices,
     "pending": _pending, "approve": _approve, "reject": _reject, "revoke": _revoke,
+    "settings": _settings,
     "events": _events, "stats": _stats,
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
+import secrets
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from firmware.shared.errors import ConfigError, DecodeError, StorageError, Usage
 
 CONFIG_FILE = "console.toml"
 KEY_FILE = "console.key"
+SETTINGS_KEY_FILE = "settings.key"  # Ed25519 seed: signs device settings, nothing else
 DB_FILE = "console.db"
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _MAY_PRECEDE = {"lost+found"}  # a fresh file system mounted as the state directory has one
@@ -58,6 +60,23 @@ class ConsoleConfig:
     def db_path(self) -> Path:
         return self.state / DB_FILE
 
+    def settings_seed(self) -> bytes:
+        """The settings signing key (made on first use: state directories from before it)."""
+        path = self.state / SETTINGS_KEY_FILE
+        try:
+            raw = base64.b64decode(path.read_text().strip(), validate=True)
+        except FileNotFoundError:
+            raw = secrets.token_bytes(32)
+            write_atomic(path, (_b64(raw) + "\n").encode("ascii"), 0o600)
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"cannot read {path}: {exc}",
+                               hint="restore it from your backup of the state directory; "
+                                    "without it, paired devices take no new settings") from None
+        if len(raw) != 32:
+            raise StorageError(f"{path} does not hold a 32-byte key",
+                               hint="restore it from your backup of the state directory")
+        return raw
+
 
 def zone_problems(zone: str) -> list[str]:
     name = zone.strip(".").lower()
@@ -87,6 +106,8 @@ def init_state(state: Path, zone: str) -> OwnPrivateKey:
     name = zone.strip(".").lower()
     private_dir(state)
     write_atomic(state / KEY_FILE, (_b64(key.raw) + "\n").encode("ascii"), 0o600)
+    write_atomic(state / SETTINGS_KEY_FILE,
+                 (_b64(secrets.token_bytes(32)) + "\n").encode("ascii"), 0o600)
     write_atomic(state / CONFIG_FILE, (
         f'zone = "{name}"\nsoa_mname = "ns.{name}"\nsoa_rname = "hostmaster.{name}"\n'
     ).encode("ascii"), 0o600)

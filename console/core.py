@@ -174,6 +174,7 @@ class Console:
     limits: Limits = field(default_factory=Limits)
     clock: Callable[[], float] = time.time
     state_dir: Path | None = None  # where the floors file lives (None: no floors file)
+    settings_key: bytes = bytes(32)  # the Ed25519 key devices pin at pairing (settings.key)
 
     def __post_init__(self) -> None:
         self._zone = [label.encode("ascii").lower() for label in self.zone.strip(".").split(".")]
@@ -460,7 +461,7 @@ class Console:
         elif device is not None and device.window.check(header.counter) is Verdict.NEW:
             device.window.accept(header.counter)
             device.dirty = True
-            ack = RegisterAck(REG_APPROVED, self.registrations.nonce(public_key))
+            ack = RegisterAck(REG_APPROVED, settings_key=self.settings_key)
         else:
             ack = "registration_replayed"
         if isinstance(ack, str):

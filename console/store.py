@@ -75,6 +75,12 @@ CREATE TABLE IF NOT EXISTS sessions (
     PRIMARY KEY (device_id, epoch)
 );
 CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (
+    device_id BLOB PRIMARY KEY REFERENCES devices(device_id),
+    version INTEGER NOT NULL,
+    wire BLOB NOT NULL,
+    changed REAL NOT NULL
+);
 """
 SESSIONS_KEPT = 1024  # per device: how far back a replayed frame is told from a restored device
 
@@ -259,6 +265,21 @@ class Store:
     def data_version(self) -> int:
         """Changes whenever another connection (the CLI) committed: time to reload the registry."""
         return int(self.database.rows("PRAGMA data_version")[0][0])
+
+    # --- signed settings ------------------------------------------------------------------------
+
+    def settings_of(self, device_id: bytes) -> tuple[int, bytes] | None:
+        """(version, signed wire form) of the device's newest settings, if it has any."""
+        rows = self.database.rows("SELECT version, wire FROM settings WHERE device_id = ?",
+                                  (device_id,))
+        return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    def put_settings(self, device_id: bytes, version: int, wire: bytes, now: float) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO settings VALUES (?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE"
+                       " SET version = excluded.version, wire = excluded.wire, "
+                       "changed = excluded.changed WHERE excluded.version > settings.version",
+                       (device_id, version, wire, now))
 
     # --- pairing requests ---------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ those only while it is in config mode (the button daemon writes ``<run_dir>/mode
 production nothing the device sends asks its console for anything.  While the request is
 pending the device shows the six-digit code the console will list (serial console, and the
 status LED through the pairing state file the button daemon reads); once the operator approved
-it, the device records that it is paired (``<data_dir>/paired``, naming both keys) and
+it, the device records that it is paired (``<data_dir>/paired``, naming both keys and the
+console's settings key, pinned from the approving answer) and
 the agent sends heartbeats and events as usual.  Events that arrived meanwhile wait in the
 queue.  A rejected key is never offered again: the next config-mode session makes a new key
 (the old one is kept aside) and asks anew.  A paired device asks once in every config-mode
@@ -16,6 +17,9 @@ tests) skips all of this.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -61,6 +65,7 @@ class Pairer:
         self.refused = False  # this key was rejected: never offer it again
         self.config = self.entered = self.was_config = False
         self.confirming = False  # paired, in a new config-mode session: still paired?
+        self.settings_key = b""  # the console's settings key, pinned at pairing
         self.paired = cfg.console.enrolled or self._marker_matches()
 
     def _identity(self) -> str:
@@ -69,11 +74,16 @@ class Pairer:
         return f"{console} {self.beacon.link.device_key.public().text()}"
 
     def _marker_matches(self) -> bool:
+        """Paired with this console under this key; the settings key it pinned then, kept."""
         try:
-            text = self.marker.read_text(errors="replace")[:200].strip()
+            fields = self.marker.read_text(errors="replace")[:300].split()
         except OSError:
             return False
-        return text == self._identity()
+        if " ".join(fields[:2]) != self._identity():
+            return False
+        with contextlib.suppress(binascii.Error, ValueError, IndexError):
+            self.settings_key = base64.b64decode(fields[2], validate=True)
+        return True
 
     def busy(self) -> bool:
         """Whether pairing has work now: while unpaired, and once per config-mode session while
@@ -99,7 +109,7 @@ class Pairer:
         self.confirming = False
         if ack.status == REG_APPROVED:
             if not self.paired:
-                self._paired()
+                self._paired(ack.settings_key)
             return 0.0
         if ack.status == REG_REJECTED and self.paired:  # revoked; a person is at the box
             self.paired = False
@@ -134,9 +144,11 @@ class Pairer:
         self.put_own(Event(EventCode.PAIRING_REQUESTED, time.time(),
                            data={"FINGERPRINT": code}))
 
-    def _paired(self) -> None:
+    def _paired(self, settings_key: bytes) -> None:
+        self.settings_key = settings_key  # pinned: later answers cannot change it
+        pinned = base64.b64encode(settings_key).decode("ascii")
         try:
-            write_atomic(self.marker, (self._identity() + "\n").encode())
+            write_atomic(self.marker, f"{self._identity()} {pinned}\n".encode())
         except StorageError as exc:  # still paired for this run; asks again next start
             log.error("%s (%s)", exc.message, exc.hint)
         self.paired = True

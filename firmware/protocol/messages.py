@@ -12,7 +12,8 @@ Upstream:  HEARTBEAT(0x01) uptime u32 | interval u16 | queue u32 | oldest_age u3
 Replies:   HEARTBEAT_ACK(0x81) flags u8 | console_time u32
            FRAGMENT_ACK(0x82)  msg_id u64 | complete u8 | count u8 | bitmap
            STALE(0x83)         highest counter u48 (the device jumps past it)
-           REGISTER_ACK(0x84)  status u8 | pairing nonce (16)
+           REGISTER_ACK(0x84)  status u8 | pairing nonce (16), or when approved the
+                               console's settings verify key (32)
 Every decoder raises ``DecodeError`` with the offset: replies read through ``Reader``; bodies,
 on the console's hot path, unpack with ``struct`` after an explicit length check.
 """
@@ -35,6 +36,7 @@ REGISTER = 0x03
 REGISTER_ACK = 0x84
 MAX_NAME_BYTES = 32  # the name a device suggests for itself when it registers
 PAIRING_NONCE_LEN = 16
+SETTINGS_KEY_LEN = 32
 FRAGMENT_HEADER_LEN = 11
 MAX_FRAGMENTS = 255
 REPLY_SIZE = 48
@@ -94,10 +96,12 @@ class Register(NamedTuple):
 
 
 class RegisterAck(NamedTuple):
-    """Where the device's pairing stands, and the nonce the console chose for its fingerprint."""
+    """Where the device's pairing stands: pending or rejected with the nonce of its code;
+    approved with the console's settings key, which the device pins (docs/pairing.md)."""
 
     status: int  # REG_PENDING, REG_APPROVED, REG_REJECTED
     nonce: bytes = bytes(PAIRING_NONCE_LEN)
+    settings_key: bytes = b""  # with REG_APPROVED: the console's Ed25519 settings verify key
 
 
 REG_PENDING = 1  # the operator has not decided yet: show the fingerprint, ask again
@@ -192,9 +196,11 @@ def encode_reply(reply: Reply) -> bytes:
     if isinstance(reply, HeartbeatAck):
         raw = _HBACK.pack(HEARTBEAT_ACK, reply.flags, reply.console_time & _U32)
     elif isinstance(reply, RegisterAck):
-        if reply.status not in REG_STATUSES or len(reply.nonce) != PAIRING_NONCE_LEN:
+        if reply.status not in REG_STATUSES or len(reply.nonce) != PAIRING_NONCE_LEN or (
+                reply.status == REG_APPROVED and len(reply.settings_key) != SETTINGS_KEY_LEN):
             raise ValueError("bad registration reply")
-        raw = bytes((REGISTER_ACK, reply.status)) + reply.nonce
+        raw = bytes((REGISTER_ACK, reply.status)) + (
+            reply.settings_key if reply.status == REG_APPROVED else reply.nonce)
     elif isinstance(reply, Stale):
         raw = bytes((STALE,)) + reply.highest.to_bytes(6, "big")
     else:
@@ -220,7 +226,10 @@ def decode_reply(data: bytes) -> Reply:
         status = r.uint(1, "registration status")
         if status not in REG_STATUSES:
             raise DecodeError(f"unknown registration status {status}", offset=1)
-        out = RegisterAck(status, r.take(PAIRING_NONCE_LEN, "pairing nonce"))
+        if status == REG_APPROVED:
+            out = RegisterAck(status, settings_key=r.take(SETTINGS_KEY_LEN, "settings key"))
+        else:
+            out = RegisterAck(status, r.take(PAIRING_NONCE_LEN, "pairing nonce"))
     elif kind == FRAGMENT_ACK:
         msg_id, complete, count = r.uint(8, "message id"), r.uint(1, "complete"), r.uint(1, "count")
         bitmap = r.take((count + 7) // 8, "bitmap")

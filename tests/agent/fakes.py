@@ -8,6 +8,7 @@ uses is recorded so a test can prove that no nonce is ever used twice.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from console.core import Console, Kind
 from console.store import Store
 from firmware.protocol import frame, names
 from firmware.protocol.keys import OwnPrivateKey, PeerPublicKey
+from firmware.protocol.settings import verify_key_of
 from firmware.shared.errors import TransportError
 
 TXT = 16
@@ -28,7 +30,10 @@ class LoopbackConsole:
         self.key = OwnPrivateKey.generate()
         self.zone = zone
         self.store = Store(state / "console.db")
-        self.core = Console(zone, self.key, self.store, state_dir=state)
+        self.settings_seed = os.urandom(32)
+        self.settings_key = verify_key_of(self.settings_seed)
+        self.core = Console(zone, self.key, self.store, state_dir=state,
+                            settings_key=self.settings_key)
         self.lock = threading.Lock()
         self.down = False
         self.queries = 0

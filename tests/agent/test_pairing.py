@@ -3,6 +3,7 @@ only in config mode, the code both sides show, approval, rejection and a new key
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from pathlib import Path
@@ -76,7 +77,9 @@ def test_config_mode_pairs_after_approval_and_then_delivers(tmp_path: Path,
     one_round(agent)
     assert agent.pairer.paired and state(tmp_path) == "paired"
     assert (tmp_path / "data" / "paired").read_text().split() == [
-        console.key.public().text(), agent.beacon.link.device_key.public().text()]
+        console.key.public().text(), agent.beacon.link.device_key.public().text(),
+        base64.b64encode(console.settings_key).decode()]
+    assert agent.pairer.settings_key == console.settings_key, "the settings key is pinned"
     while agent.send_one():
         pass
     kinds = [e["logtype"] for e in console.events()]
@@ -87,7 +90,7 @@ def test_config_mode_pairs_after_approval_and_then_delivers(tmp_path: Path,
     agent.queue.close()
     set_mode(tmp_path, "production")
     again = unpaired_agent(tmp_path, console)
-    assert again.pairer.paired
+    assert again.pairer.paired and again.pairer.settings_key == console.settings_key
     again.queue.close()
 
 

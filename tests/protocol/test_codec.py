@@ -133,9 +133,13 @@ def test_register_round_trip_cuts_the_name_on_a_character_boundary(name):
 
 @given(st.sampled_from(sorted(messages.REG_STATUSES)), st.binary(min_size=16, max_size=16))
 def test_register_ack_round_trip_and_size(status, nonce):
-    encoded = messages.encode_reply(messages.RegisterAck(status, nonce))
+    if status == messages.REG_APPROVED:  # carries the settings key instead of the nonce
+        ack = messages.RegisterAck(status, settings_key=nonce * 2)
+    else:
+        ack = messages.RegisterAck(status, nonce)
+    encoded = messages.encode_reply(ack)
     assert len(encoded) == messages.REPLY_SIZE
-    assert messages.decode_reply(encoded) == messages.RegisterAck(status, nonce)
+    assert messages.decode_reply(encoded) == ack
 
 
 @given(st.binary(max_size=151))

@@ -1,0 +1,141 @@
+"""Device settings signed by the console: after pairing, the one way a device's settings change.
+
+The operator edits a device's settings at the console; the console signs them with an Ed25519
+key used for nothing else, whose public half the device pinned when it was paired (the approving
+``REGISTER_ACK`` carries it).  A device takes signed settings only in config mode, and only
+settings that name *its* id and a version above the one it holds, so settings for another
+device, an older version replayed, or anything the console's key did not sign are refused.
+
+The signature covers the exact bytes sent, after a domain-separation prefix: never the fields
+re-serialised after parsing.  Wire form: ``signature (64) | body``, the body canonical JSON
+``{"d": device id (hex), "s": {...}, "v": version}`` of at most ``MAX_BYTES``.  Only the
+settings below exist; ``validate`` reports every problem at once.  Pure: no I/O.
+
+| key | type | meaning |
+|---|---|---|
+| ``device.hostname`` | str | the host name the device gives itself (DHCP, its own name) |
+| ``services.ssh.enabled`` | bool | the SSH honeypot runs |
+| ``services.ssh.port`` | int | the port it listens on |
+| ``network.mode`` | "dhcp" or "static" | how eth0 gets its address |
+| ``network.address`` | "a.b.c.d/len" | with ``static`` |
+| ``network.gateway`` | IPv4 address | with ``static`` |
+| ``network.dns`` | list of IPv4 addresses | with ``static`` |
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nacl.exceptions import BadSignatureError
+from nacl.exceptions import ValueError as NaclValueError
+from nacl.signing import SigningKey, VerifyKey
+
+from firmware.shared.errors import AuthenticationError, DecodeError
+
+DOMAIN = b"coalmine settings v1\x00"
+SIGNATURE_LEN = 64
+MAX_BYTES = 1024
+_HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_SHAPE: dict[str, type] = {
+    "device.hostname": str, "services.ssh.enabled": bool, "services.ssh.port": int,
+    "network.mode": str, "network.address": str, "network.gateway": str, "network.dns": list,
+}
+KEYS = frozenset(_SHAPE)
+
+
+@dataclass(frozen=True)
+class Settings:
+    device_id: bytes
+    version: int
+    values: Mapping[str, Any]  # dotted key -> value, every key in KEYS
+
+    def body(self) -> bytes:
+        doc = {"d": self.device_id.hex(), "s": dict(sorted(self.values.items())),
+               "v": self.version}
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+def validate(values: Mapping[str, Any]) -> list[str]:
+    """Every problem with ``values`` (dotted key -> value), none for a valid set."""
+    problems = [f"{k}: not a setting (settings: {', '.join(sorted(KEYS))})"
+                for k in values if k not in KEYS]
+    for key, kind in _SHAPE.items():
+        if key in values and (type(values[key]) is not kind):
+            problems.append(f"{key}: expected {kind.__name__}, got {values[key]!r}")
+    if problems:
+        return problems
+    port = values.get("services.ssh.port")
+    if port is not None and not 0 < port < 65536:
+        problems.append(f"services.ssh.port: {port} is not a port number")
+    host = values.get("device.hostname")
+    if host is not None and not _HOSTNAME.fullmatch(host):
+        problems.append(f"device.hostname: {host!r} is not a host name (a-z, 0-9, -)")
+    return problems + _network_problems(values)
+
+
+def _network_problems(values: Mapping[str, Any]) -> list[str]:
+    mode = values.get("network.mode", "dhcp")
+    static = ("network.address", "network.gateway", "network.dns")
+    if mode == "dhcp":
+        return [f"{k}: only with network.mode = static" for k in static if k in values]
+    if mode != "static":
+        return [f"network.mode: {mode!r} is neither dhcp nor static"]
+    problems = [f"{k}: needed with network.mode = static" for k in static if k not in values]
+    if problems:
+        return problems
+    try:
+        iface = ipaddress.IPv4Interface(values["network.address"])
+        gateway = ipaddress.IPv4Address(values["network.gateway"])
+        dns = [ipaddress.IPv4Address(x) for x in values["network.dns"]]
+    except (ValueError, TypeError) as exc:
+        return [f"network: {exc}"]
+    if gateway not in iface.network:
+        problems.append(f"network.gateway: {gateway} is outside {iface.network}")
+    if not 1 <= len(dns) <= 3:
+        problems.append("network.dns: one to three servers")
+    return problems
+
+
+def sign(seed: bytes, settings: Settings) -> bytes:
+    """The wire form: the signature over DOMAIN + body, then the body."""
+    body = settings.body()
+    if len(body) > MAX_BYTES:
+        raise ValueError(f"settings of {len(body)} bytes, more than {MAX_BYTES}")
+    return bytes(SigningKey(seed).sign(DOMAIN + body).signature) + body
+
+
+def verify_key_of(seed: bytes) -> bytes:
+    return bytes(SigningKey(seed).verify_key)
+
+
+def verify(verify_key: bytes, wire: bytes, device_id: bytes, current_version: int) -> Settings:
+    """The settings in ``wire`` if the pinned key signed them, for this device, newer than what
+    it holds, and valid; else one refusal (``AuthenticationError`` or ``DecodeError``)."""
+    if not SIGNATURE_LEN < len(wire) <= SIGNATURE_LEN + MAX_BYTES:
+        raise DecodeError(f"settings of {len(wire)} bytes", offset=0)
+    signature, body = wire[:SIGNATURE_LEN], wire[SIGNATURE_LEN:]
+    try:
+        VerifyKey(verify_key).verify(DOMAIN + body, signature)
+    except (BadSignatureError, NaclValueError, TypeError):
+        raise AuthenticationError("settings not signed by this device's console") from None
+    try:
+        doc = json.loads(body.decode("ascii"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise DecodeError("signed settings are not JSON", offset=SIGNATURE_LEN) from None
+    if not isinstance(doc, dict) or set(doc) != {"d", "s", "v"} or not isinstance(doc["s"], dict):
+        raise DecodeError("signed settings have the wrong shape", offset=SIGNATURE_LEN)
+    if doc["d"] != device_id.hex():
+        raise DecodeError("settings for another device", offset=SIGNATURE_LEN)
+    version = doc["v"]
+    if type(version) is not int or not current_version < version < 2**53:
+        raise DecodeError(f"settings version {version!r} is not above {current_version}",
+                          offset=SIGNATURE_LEN)
+    problems = validate(doc["s"])
+    if problems:
+        raise DecodeError("invalid signed settings: " + "; ".join(problems), offset=SIGNATURE_LEN)
+    return Settings(device_id, version, doc["s"])
