@@ -57,12 +57,15 @@ from firmware.protocol.messages import (
     FRAGMENT,
     REG_APPROVED,
     REG_REJECTED,
+    SETTINGS_CHUNK,
     Fragment,
     FragmentAck,
     Heartbeat,
     HeartbeatAck,
     RegisterAck,
     Reply,
+    SettingsGet,
+    SettingsPart,
     Stale,
     decode_body,
     decode_register,
@@ -542,7 +545,18 @@ class Console:
                                                   self.limits.health):
                 self._raise(device, code, data, now)
             return HeartbeatAck(flags=0, console_time=int(now))
+        if isinstance(message, SettingsGet):
+            return self._settings_part(device, message.offset)
         return self._fragment(device, message, now)
+
+    def _settings_part(self, device: Device, offset: int) -> SettingsPart:
+        """A piece of the device's newest signed settings (it asks only in config mode)."""
+        held = self.store.settings_of(device.device_id)
+        if held is None:
+            return SettingsPart(0, 0, 0, b"")
+        version, wire = held
+        offset = min(offset, len(wire))
+        return SettingsPart(version, len(wire), offset, wire[offset:offset + SETTINGS_CHUNK])
 
     def _fragment(self, device: Device, frag: Fragment, now: float) -> Reply:
         key = (device.device_id, frag.msg_id)

@@ -26,6 +26,7 @@ from firmware.agent import listeners
 from firmware.agent.beacon import Beacon, Link
 from firmware.agent.pairing import Pairer
 from firmware.agent.queue import EventQueue
+from firmware.agent.settings import SettingsFetcher
 from firmware.agent.storage import CounterSource, load_or_create_key, set_key_aside
 from firmware.agent.transport import DnsTransport, Transport
 from firmware.agent.watchdog import Liveness, Watchdog, watchdog_period
@@ -65,6 +66,7 @@ class Agent:
         self.transport = transport or DnsTransport(link.resolver, link.query_timeout)
         self.beacon = self._beacon()
         self.pairer = Pairer(cfg, self.beacon, self.put_own, self._rekey)
+        self.fetcher = SettingsFetcher(cfg.data_dir, self.pairer, self.put_own)
         self.watchdog = Watchdog(self.liveness, notify or systemd_notify(), watchdog_period())
         self.stop = threading.Event()
         self.wake = threading.Event()
@@ -180,6 +182,9 @@ class Agent:
             try:
                 if self.pairer.busy():  # nothing but registrations, in config mode only
                     self._sleep(self.pairer.step())
+                    continue
+                if self.fetcher.busy():  # config mode: the console's signed settings
+                    self._sleep(self.fetcher.step())
                     continue
                 if time.monotonic() >= next_check:
                     self.check_listeners()

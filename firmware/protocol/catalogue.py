@@ -29,6 +29,8 @@ class EventCode(enum.IntEnum):
     BUTTON_PRESSED = 1106  # button daemon: a short press in production (someone at the box)
     PAIRING_REQUESTED = 1107  # agent: asked the console to pair (config mode), with fingerprint
     NETWORK_INTERFACES = 1108  # agent: the device's network interfaces, at start and on change
+    SETTINGS_RECEIVED = 1109  # agent: signed settings fetched in config mode and verified
+    SETTINGS_REFUSED = 1110  # agent: settings from the console refused, with the reason
     DEVICE_OFFLINE = 1200  # console: no heartbeat for three of the device's intervals
     DEVICE_ONLINE = 1201  # console: heartbeats again after DEVICE_OFFLINE
     DEVICE_STALLED = 1202  # console: the device's queue is not draining
@@ -54,6 +56,8 @@ DESCRIPTIONS: dict[EventCode, str] = {
     EventCode.BUTTON_PRESSED: "config button pressed in production mode",
     EventCode.PAIRING_REQUESTED: "device asked its console to pair",
     EventCode.NETWORK_INTERFACES: "device network interfaces (more than one: a second adapter)",
+    EventCode.SETTINGS_RECEIVED: "device received signed settings in config mode",
+    EventCode.SETTINGS_REFUSED: "device refused settings from its console",
     EventCode.DEVICE_OFFLINE: "device offline: heartbeats stopped",
     EventCode.DEVICE_ONLINE: "device back online",
     EventCode.DEVICE_STALLED: "device stalled: its events are not getting out",

@@ -9,11 +9,13 @@ Upstream:  HEARTBEAT(0x01) uptime u32 | interval u16 | queue u32 | oldest_age u3
                            dropped u32 | rejected u32 | store_failed u32 | flags u8
            FRAGMENT(0x02)  msg_id u64 | index u8 | count u8 | chunk
            REGISTER(0x03)  name length u8 | name (UTF-8)   -- only in a registration frame
+           SETTINGS_GET(0x04) offset u16                   -- config mode only
 Replies:   HEARTBEAT_ACK(0x81) flags u8 | console_time u32
            FRAGMENT_ACK(0x82)  msg_id u64 | complete u8 | count u8 | bitmap
            STALE(0x83)         highest counter u48 (the device jumps past it)
            REGISTER_ACK(0x84)  status u8 | pairing nonce (16), or when approved the
                                console's settings verify key (32)
+           SETTINGS_PART(0x85) version u32 | total u16 | offset u16 | chunk (<= 38)
 Every decoder raises ``DecodeError`` with the offset: replies read through ``Reader``; bodies,
 on the console's hot path, unpack with ``struct`` after an explicit length check.
 """
@@ -29,6 +31,10 @@ from firmware.shared.errors import DecodeError
 
 HEARTBEAT = 0x01
 FRAGMENT = 0x02
+SETTINGS_GET = 0x04
+SETTINGS_PART = 0x85
+SETTINGS_MAX = 64 + 1024  # a signed settings document (firmware/protocol/settings.py)
+SETTINGS_CHUNK = 38  # what one reply holds after its type, version, total and offset
 HEARTBEAT_ACK = 0x81
 FRAGMENT_ACK = 0x82
 STALE = 0x83
@@ -109,11 +115,28 @@ REG_APPROVED = 2  # paired: send as an enrolled device
 REG_REJECTED = 3  # refused or revoked: this key will not be paired
 REG_STATUSES = frozenset({REG_PENDING, REG_APPROVED, REG_REJECTED})
 
-Body = Heartbeat | Fragment
-Reply = HeartbeatAck | FragmentAck | Stale | RegisterAck
+class SettingsGet(NamedTuple):
+    """Config mode only: the device asks for its signed settings, from ``offset`` on."""
+
+    offset: int
+
+
+class SettingsPart(NamedTuple):
+    """A piece of the device's newest signed settings (version 0, total 0: it has none)."""
+
+    version: int
+    total: int
+    offset: int
+    chunk: bytes
+
+
+Body = Heartbeat | Fragment | SettingsGet
+Reply = HeartbeatAck | FragmentAck | Stale | RegisterAck | SettingsPart
 
 _HB = struct.Struct(">BIHIIIIIB")
 _FRAG = struct.Struct(">BQBB")
+_SGET = struct.Struct(">BH")
+_SPART = struct.Struct(">BIHH")
 _HBACK = struct.Struct(">BBI")
 _FACK = struct.Struct(">BQBB")
 _U32 = 0xFFFFFFFF
@@ -162,6 +185,8 @@ def encode_body(body: Body, size: int) -> bytes:
                        *(min(v, _U32) for v in (body.queue_depth, body.oldest_age, body.dropped,
                                                 body.rejected, body.store_failed)),
                        body.flags)
+    elif isinstance(body, SettingsGet):
+        raw = _SGET.pack(SETTINGS_GET, body.offset)
     else:
         if not (0 <= body.index < body.count <= MAX_FRAGMENTS and body.chunk):
             raise ValueError("bad fragment index/count or empty chunk")
@@ -187,6 +212,10 @@ def decode_body(data: bytes) -> Body:
         if not index < count:
             raise DecodeError(f"fragment index {index} not below count {count}", offset=9)
         return Fragment(msg_id, index, count, body[_FRAG.size:])
+    if kind == SETTINGS_GET:
+        if len(body) != _SGET.size:
+            raise DecodeError(f"settings request of {len(body)} bytes", offset=len(body))
+        return SettingsGet(_SGET.unpack(body)[1])
     raise DecodeError(f"unknown body type 0x{kind & 0xFF:02x}" if body else "empty body",
                       offset=0)
 
@@ -203,6 +232,11 @@ def encode_reply(reply: Reply) -> bytes:
             reply.settings_key if reply.status == REG_APPROVED else reply.nonce)
     elif isinstance(reply, Stale):
         raw = bytes((STALE,)) + reply.highest.to_bytes(6, "big")
+    elif isinstance(reply, SettingsPart):
+        if not (0 <= reply.total <= SETTINGS_MAX and len(reply.chunk) <= SETTINGS_CHUNK
+                and reply.offset + len(reply.chunk) <= reply.total):
+            raise ValueError("bad settings part")
+        raw = _SPART.pack(SETTINGS_PART, reply.version, reply.total, reply.offset) + reply.chunk
     else:
         if len(reply.received) == reply.count:  # all of them: the bitmap is known
             bitmap = _FULL[reply.count]
@@ -222,6 +256,12 @@ def decode_reply(data: bytes) -> Reply:
         out: Reply = HeartbeatAck(r.uint(1, "flags"), r.uint(4, "console time"))
     elif kind == STALE:
         out = Stale(r.uint(6, "highest counter"))
+    elif kind == SETTINGS_PART:
+        version, total, offset = r.uint(4, "version"), r.uint(2, "total"), r.uint(2, "offset")
+        if total > SETTINGS_MAX or offset > total:
+            raise DecodeError(f"settings part {offset}/{total} out of range", offset=5)
+        out = SettingsPart(version, total, offset,
+                           r.take(min(SETTINGS_CHUNK, total - offset), "settings chunk"))
     elif kind == REGISTER_ACK:
         status = r.uint(1, "registration status")
         if status not in REG_STATUSES:

@@ -139,3 +139,13 @@ def verify(verify_key: bytes, wire: bytes, device_id: bytes, current_version: in
     if problems:
         raise DecodeError("invalid signed settings: " + "; ".join(problems), offset=SIGNATURE_LEN)
     return Settings(device_id, version, doc["s"])
+
+
+def version_of(wire: bytes) -> int:
+    """The version of settings the device verified and kept before (0: none or unreadable)."""
+    try:
+        doc = json.loads(wire[SIGNATURE_LEN:].decode("ascii"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return 0
+    version = doc.get("v") if isinstance(doc, dict) else None
+    return version if type(version) is int and version > 0 else 0

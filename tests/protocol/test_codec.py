@@ -284,3 +284,18 @@ def test_a_key_with_bit_255_set_is_refused():
     alias = good[:31] + bytes((good[31] | 0x80,))
     with pytest.raises(DecodeError, match="canonical"):
         keys.PeerPublicKey(alias)
+
+
+@given(st.integers(0, 0xFFFF))
+def test_settings_get_round_trip(offset):
+    body = messages.encode_body(messages.SettingsGet(offset), SIZE)
+    assert len(body) == SIZE and messages.decode_body(body) == messages.SettingsGet(offset)
+
+
+@given(st.integers(0, 2**32 - 1), st.binary(max_size=messages.SETTINGS_MAX), st.data())
+def test_settings_part_round_trip_and_size(version, wire, data):
+    offset = data.draw(st.integers(0, len(wire)))
+    part = messages.SettingsPart(version, len(wire), offset,
+                                 wire[offset:offset + messages.SETTINGS_CHUNK])
+    encoded = messages.encode_reply(part)
+    assert len(encoded) == messages.REPLY_SIZE and messages.decode_reply(encoded) == part
