@@ -477,10 +477,7 @@ class Console:
     def _revoked_key(self, revoked: _Revoked, public_key: bytes) -> bytes:
         """The shared key of a revoked device (to tell it so), computed once."""
         if revoked.key is None:
-            try:
-                revoked.key = self.private_key.shared_key(PeerPublicKey(public_key))
-            except DecodeError:
-                revoked.key = bytes(32)  # opens nothing
+            revoked.key = self.registrations.shared_key(public_key) or bytes(32)  # opens nothing
         return revoked.key
 
     def _remember(self, key: CachedKey, entry: _Cached) -> None:

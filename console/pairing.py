@@ -102,23 +102,26 @@ class Registrations:
         return hashlib.blake2b(public_key, key=self._nonce_key,
                                digest_size=PAIRING_NONCE_LEN).digest()
 
+    def shared_key(self, public_key: bytes) -> bytes | None:
+        """The key shared with ``public_key`` (one X25519), None for a key that is no key."""
+        try:
+            return self.private_key.shared_key(PeerPublicKey(public_key))
+        except DecodeError:
+            return None
+
     def lookup(self, device_id: bytes) -> Pending | None:
         """A known request (pending or rejected), its shared key made if it was not yet."""
         entry = self.pending.get(device_id) or self.rejected.get(device_id)
         if entry is not None and not entry.key:
-            try:
-                entry.key = self.private_key.shared_key(PeerPublicKey(entry.public_key))
-            except DecodeError:
-                entry.key = bytes(32)  # opens nothing
+            entry.key = self.shared_key(entry.public_key) or bytes(32)  # 0s: opens nothing
         return entry
 
     def admit(self, public_key: bytes, header: Header, now: float) -> Pending | str:
         """A pending entry for an unseen key, or why not (a counted reason)."""
         if not self.bucket.take(now):
             return "registration_throttled"
-        try:
-            key = self.private_key.shared_key(PeerPublicKey(public_key))
-        except DecodeError:
+        key = self.shared_key(public_key)
+        if key is None:
             return "registration_bad_key"
         nonce = self.nonce(public_key)
         return Pending(header.device_id, public_key, key, nonce,

@@ -34,11 +34,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 def current(store: Store, device_id: bytes) -> tuple[int, dict[str, Any]]:
     """(version, values) of the device's newest settings; (0, {}) before the first change."""
     held = store.settings_of(device_id)
-    if held is None:
-        return 0, {}
-    version, wire = held
-    body = json.loads(wire[signed.SIGNATURE_LEN:].decode("ascii"))
-    return version, dict(body["s"])
+    return (0, {}) if held is None else signed.kept(held[1])
 
 
 def change(store: Store, seed: bytes, name: str, *, assignments: Sequence[str],

@@ -41,8 +41,8 @@ class SettingsFetcher:
 
     def held(self) -> int:
         try:
-            return signed.version_of(self.path.read_bytes()[:signed.SIGNATURE_LEN
-                                                           + signed.MAX_BYTES])
+            return signed.kept(self.path.read_bytes()[:signed.SIGNATURE_LEN
+                                                      + signed.MAX_BYTES])[0]
         except OSError:
             return 0
 

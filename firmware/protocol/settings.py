@@ -141,11 +141,14 @@ def verify(verify_key: bytes, wire: bytes, device_id: bytes, current_version: in
     return Settings(device_id, version, doc["s"])
 
 
-def version_of(wire: bytes) -> int:
-    """The version of settings the device verified and kept before (0: none or unreadable)."""
+def kept(wire: bytes) -> tuple[int, dict[str, Any]]:
+    """(version, values) of a settings document verified before (by the device, or signed by
+    the console itself); (0, {}) when there is none or it cannot be read."""
     try:
         doc = json.loads(wire[SIGNATURE_LEN:].decode("ascii"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        return 0
-    version = doc.get("v") if isinstance(doc, dict) else None
-    return version if type(version) is int and version > 0 else 0
+        return 0, {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("s"), dict):
+        return 0, {}
+    version = doc.get("v")
+    return (version, doc["s"]) if type(version) is int and version > 0 else (0, {})
