@@ -1,7 +1,7 @@
 """Pairing from the device's side: ask the console, only in config mode, until a person decides.
 
 A device whose key the console does not know yet sends nothing but registration frames, and
-those only while it is in config mode (the button daemon writes ``<run_dir>/mode``): in
+those only while it is in config mode (the button daemon writes ``<run_dir>/state/mode``): in
 production nothing the device sends asks its console for anything.  While the request is
 pending the device shows the six-digit code the console will list (serial console, and the
 status LED through the pairing state file the button daemon reads); once the operator approved
