@@ -54,6 +54,7 @@ from firmware.protocol.frame import (
 )
 from firmware.protocol.keys import OwnPrivateKey, PeerPublicKey
 from firmware.protocol.messages import (
+    ACK_SETTINGS_PENDING,
     FRAGMENT,
     REG_APPROVED,
     REG_REJECTED,
@@ -541,7 +542,10 @@ class Console:
             for code, data in health.on_heartbeat(device.health, message, now,
                                                   self.limits.health):
                 self._raise(device, code, data, now)
-            return HeartbeatAck(flags=0, console_time=int(now))
+            held = self.store.settings_of(device.device_id)
+            newer = held is not None and held[0] > message.settings_version
+            return HeartbeatAck(flags=ACK_SETTINGS_PENDING if newer else 0,
+                                console_time=int(now))
         if isinstance(message, SettingsGet):
             return self._settings_part(device, message.offset)
         return self._fragment(device, message, now)

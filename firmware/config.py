@@ -81,6 +81,7 @@ class DeviceConfig:
     ssh: SSHService
     limits: Limits
     button: Button = Button()
+    settings_dir: Path = Path("/data/coalmine/settings")  # DEFAULT_SETTINGS_DIR
 
     def event_socket(self, service: str) -> Path:
         """Where ``service`` hands its events to the agent (one socket per service)."""
@@ -98,14 +99,59 @@ class DeviceConfig:
         return self.run_dir / "agent" / "pairing"
 
     @property
+    def config_marker(self) -> Path:
+        """Exists exactly while the device is in config mode (starts coalmine-config.target)."""
+        return self.run_dir / "state" / "config"
+
+    @property
     def fresh_card_file(self) -> Path:
         """Exists on the boot whose first-boot step formatted the data partition (no key yet)."""
         return self.run_dir / "fresh-card"
+
+    # Signed settings (docs/pairing.md, "Applying settings")
+    @property
+    def applied_settings(self) -> Path:
+        """The signed settings in effect, written only by the applier, in config mode."""
+        return self.settings_dir / "applied.signed"
+
+
+    @property
+    def fetched_settings(self) -> Path:
+        """The agent's hand-off: the newest settings it fetched and verified in config mode."""
+        return self.run_dir / "agent" / "settings.signed"
+
+    @property
+    def settings_pin(self) -> Path:
+        """The agent's hand-off: this device's id and the settings key it pinned at pairing."""
+        return self.run_dir / "agent" / "settings.pin"
+
+    @property
+    def contact_file(self) -> Path:
+        """When (monotonic clock) the agent sent the last heartbeat the console answered: the
+        applier's rollback check."""
+        return self.run_dir / "agent" / "contact"
+
+    @property
+    def apply_dir(self) -> Path:
+        """The applier's run-time state: ``applying`` while it works, ``boot-refused``."""
+        return self.run_dir / "apply"
+
+    @property
+    def settings_in_effect(self) -> Path:
+        """The version the applier verified and put in effect ("0": none), for heartbeats."""
+        return self.apply_dir / "in-effect"
+
+    @property
+    def settings_layer(self) -> Path:
+        """The applied settings as the last device.toml layer the services read (written each
+        boot and on each apply: /run, never the data partition)."""
+        return self.apply_dir / "settings.toml"
 
 
 DEFAULT_DATA_DIR = Path("/data/coalmine/agent")
 DEFAULT_RUN_DIR = Path("/run/coalmine")
 DEFAULT_NODE_NAME = "device"
+DEFAULT_SETTINGS_DIR = Path("/data/coalmine/settings")
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -182,6 +228,7 @@ def parse(raw: dict[str, Any]) -> DeviceConfig:
         data_dir=Path(p.get(dev, "device.data_dir", str, str(DEFAULT_DATA_DIR))),
         run_dir=Path(p.get(dev, "device.run_dir", str, str(DEFAULT_RUN_DIR))),
         node_name=p.get(dev, "device.node_name", str, DEFAULT_NODE_NAME),
+        settings_dir=Path(p.get(dev, "device.settings_dir", str, str(DEFAULT_SETTINGS_DIR))),
         console=ConsoleLink(
             zone=zone, public_key=public_key,
             resolver=_address(p, p.get(con, "console.resolver", str, "")),

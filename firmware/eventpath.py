@@ -17,6 +17,7 @@ import collections
 import json
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +29,13 @@ log = logging.getLogger(__name__)
 
 class EventSink(Protocol):
     def emit(self, event: Event) -> None: ...
+
+
+class FlushingSink(EventSink, Protocol):
+    """A sink outside an event loop (device daemons): it calls ``flush`` now and then to send
+    what waited while the agent was away (what :class:`SocketSink` offers)."""
+
+    def flush(self) -> None: ...
 
 
 def encode_datagram(event: Event) -> bytes:
@@ -90,6 +98,19 @@ class SocketSink:
     def _retry_now(self) -> None:
         self.retry = None
         self.flush()
+
+    def drain(self, timeout: float, every: float = 1.0) -> int:
+        """Before a short-lived sender exits: retry for up to ``timeout`` seconds (an agent
+        restarting); returns, and logs, how many events could still not be handed over."""
+        deadline = time.monotonic() + timeout
+        self.flush()
+        while self.backlog and time.monotonic() < deadline:
+            time.sleep(every)
+            self.flush()
+        if self.backlog:
+            log.error("%d events could not be handed to the agent at %s and are lost",
+                      len(self.backlog), self.path)
+        return len(self.backlog)
 
     def close(self) -> None:
         if self.retry is not None:

@@ -167,7 +167,8 @@ class Lab:
         self.device_conf.write_text(device_toml(
             self, node="lab-device", resolver=f"{HOST}:{self.resolver_port}",
             heartbeat=self.heartbeat, device={"data_dir": str(data),
-                                              "run_dir": str(self.dir / "run")},
+                                              "run_dir": str(self.dir / "run"),
+                                              "settings_dir": str(self.dir / "settings")},
             ssh={"host": HOST, "port": self.ssh_port, "host_key": str(data / "ssh_host_key")},
             enrolled=not self.pair))
         self.start_agent()
@@ -282,11 +283,13 @@ class Lab:
 
         self.wait_for(bound, 20, f"{proto} port {port}")
 
-    def ssh_attempt(self, user: str, password: str, timeout: float = 20) -> int:
-        """One real OpenSSH password login attempt (it must fail); returns ssh's exit code."""
+    def ssh_attempt(self, user: str, password: str, timeout: float = 20,
+                    port: int | None = None) -> int:
+        """One real OpenSSH password login attempt (it must fail) on ``port`` (default: the
+        lab's honeypot); returns ssh's exit code."""
         argv = [need("sshpass"), "-p", password, need("ssh"), "-o", "StrictHostKeyChecking=no",
                 "-o", "UserKnownHostsFile=/dev/null", "-o", "PreferredAuthentications=password",
                 "-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1",
-                "-o", f"ConnectTimeout={int(timeout)}", "-p", str(self.ssh_port),
+                "-o", f"ConnectTimeout={int(timeout)}", "-p", str(port or self.ssh_port),
                 f"{user}@{HOST}", "true"]
         return run(argv, capture=True, quiet=True, check=False, timeout=timeout + 10).returncode

@@ -66,7 +66,8 @@ def test_each_service_declares_exactly_the_codes_the_agent_accepts_from_it():
     from firmware.services.base import discover
 
     services = discover()
-    assert set(services) == set(SOURCES) - {"button"}  # the button daemon: test_button_daemon
+    # not honeypots: the button daemon (tests/button) and the settings applier (tests/applier)
+    assert set(services) == set(SOURCES) - {"button", "settings"}
     for name, cls in services.items():
         assert cls.event_codes == SOURCES[name], name
 
@@ -75,9 +76,11 @@ def test_device_level_codes_come_from_no_service():
     from firmware.protocol.catalogue import SOURCES
 
     device_level = {c for c in EventCode if c < 2000}
-    button = {EventCode.CONFIG_MODE_ENTERED, EventCode.CONFIG_MODE_LEFT, EventCode.BUTTON_PRESSED}
+    own = {"button": {EventCode.CONFIG_MODE_ENTERED, EventCode.CONFIG_MODE_LEFT,
+                      EventCode.BUTTON_PRESSED},
+           "settings": {EventCode.SETTINGS_APPLIED, EventCode.SETTINGS_NOT_APPLIED}}
     for source, codes in SOURCES.items():
-        if source == "button":  # the button daemon, not a honeypot: the config-mode codes only
-            assert codes == button
+        if source in own:  # device daemons, not honeypots: their own device-level codes only
+            assert codes == own[source], source
         else:
             assert not codes & device_level, source

@@ -35,7 +35,13 @@ from firmware.eventpath import decode_datagram
 from firmware.protocol.catalogue import SOURCES, EventCode
 from firmware.protocol.event import Event
 from firmware.protocol.keys import PeerPublicKey
-from firmware.protocol.messages import HB_QUEUE_RESET, HB_RECEIVER_ALIVE, Heartbeat
+from firmware.protocol.messages import (
+    ACK_SETTINGS_PENDING,
+    HB_QUEUE_RESET,
+    HB_RECEIVER_ALIVE,
+    Heartbeat,
+)
+from firmware.shared.atomic import write_atomic
 from firmware.shared.errors import ConfigError, InputError, StorageError, TransportError
 from firmware.shared.notify import Notify, systemd_notify
 
@@ -44,6 +50,7 @@ CLOCK_SKEW_WARN = 300
 MAX_WAIT = 5.0  # the sender wakes at least this often (watchdog liveness)
 LISTENER_CHECK = 60.0
 PAIRING_RETRY = 5.0  # the longest wait between registrations that got no answer
+CONFIG_HEARTBEAT = 10.0  # in config mode: the applier waits for contact after a network change
 MAX_REASONS = 32  # distinct refusal reasons counted by name; the rest under "other reasons"
 
 
@@ -66,7 +73,7 @@ class Agent:
         self.transport = transport or DnsTransport(link.resolver, link.query_timeout)
         self.beacon = self._beacon()
         self.pairer = Pairer(cfg, self.beacon, self.put_own, self._rekey)
-        self.fetcher = SettingsFetcher(cfg.data_dir, self.pairer, self.put_own)
+        self.fetcher = SettingsFetcher(cfg, self.pairer, self.put_own)
         self.watchdog = Watchdog(self.liveness, notify or systemd_notify(), watchdog_period())
         self.stop = threading.Event()
         self.wake = threading.Event()
@@ -175,8 +182,8 @@ class Agent:
     def run(self) -> None:
         """Send until ``stop`` is set: heartbeats on schedule, queued events as they come."""
         self.put_own(Event(EventCode.BOOT, time.time(), data={"NODE": self.cfg.node_name}))
+        self.fetcher.report_boot_refusal()
         backoff, next_beat, next_check = 0.0, 0.0, 0.0
-        interval = self.cfg.console.heartbeat_interval
         while not self.stop.is_set():
             self.liveness.tick("sender")
             try:
@@ -191,7 +198,7 @@ class Agent:
                     next_check = time.monotonic() + LISTENER_CHECK
                 if time.monotonic() >= next_beat:
                     self.send_heartbeat()
-                    next_beat = time.monotonic() + interval
+                    next_beat = time.monotonic() + self.heartbeat_interval()
                 sent = self.send_one()
                 backoff = 0.0  # only reached when every exchange above succeeded
                 if sent:
@@ -237,10 +244,24 @@ class Agent:
             uptime=int(time.monotonic() - self.started),
             interval=round(self.cfg.console.heartbeat_interval), queue_depth=self.queue.depth(),
             oldest_age=int(self.queue.oldest_age()), dropped=self.queue.dropped(),
-            rejected=sum(self.rejected.values()), store_failed=self.store_failed, flags=flags)
+            rejected=sum(self.rejected.values()), store_failed=self.store_failed, flags=flags,
+            settings_version=self.fetcher.in_effect())
+
+    def heartbeat_interval(self) -> float:
+        """The configured interval; at most CONFIG_HEARTBEAT in config mode."""
+        interval = self.cfg.console.heartbeat_interval
+        return min(interval, CONFIG_HEARTBEAT) if self.pairer.config else interval
 
     def send_heartbeat(self) -> None:
+        sent = time.monotonic()
         ack = self.beacon.heartbeat(self.health())
+        try:  # for the settings applier: a heartbeat sent then was answered (rollback check)
+            write_atomic(self.cfg.contact_file, f"{sent:.3f}\n".encode(), 0o644,
+                         dir_mode=0o755)
+        except StorageError as exc:
+            log.error("%s (%s)", exc.message, exc.hint)
+        if ack.flags & ACK_SETTINGS_PENDING:
+            self.fetcher.on_pending()
         skew = ack.console_time - time.time()
         if abs(skew) > CLOCK_SKEW_WARN:
             log.warning("device clock differs from the console's by %.0f s", skew)

@@ -4,9 +4,11 @@ them (docs/pairing.md, "Settings").
 Once per config-mode session a paired device asks its console for its newest settings, a few
 dozen bytes per answer (``SETTINGS_GET`` / ``SETTINGS_PART``), and verifies the whole document
 under the settings key it pinned when it was paired: its own device id, a version above the one
-it holds, only settings that exist.  What verifies is kept on the data partition
-(``settings.signed``) for the step that applies it; what does not is refused and reported.  In
-production mode the agent never asks.
+in effect, only settings that exist.  What verifies is handed to the settings applier (a unit of
+its own, root, that verifies it again: ``<run_dir>/agent/settings.signed`` with the pin beside
+it); what does not is refused and reported.  In production the agent never asks: when the
+console's heartbeat acknowledgement says newer settings wait, it reports that it refused them
+and why, once per stretch in production.
 """
 
 from __future__ import annotations
@@ -14,43 +16,70 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from firmware.agent.beacon import Beacon
 from firmware.agent.pairing import Pairer
+from firmware.config import DeviceConfig
 from firmware.protocol import settings as signed
 from firmware.protocol.catalogue import EventCode
 from firmware.protocol.event import Event
 from firmware.protocol.messages import SettingsGet, SettingsPart
 from firmware.shared.atomic import write_atomic
 from firmware.shared.errors import InputError, StorageError, TransportError
+from firmware.shared.readfile import read_bounded
 
 log = logging.getLogger("coalmine.agent")
-SIGNED_FILE = "settings.signed"
+PRODUCTION_REFUSAL = ("the console has newer settings; in production the device takes none "
+                      "(hold the config button for 3 s, then they are fetched and applied)")
 
 
 class SettingsFetcher:
     EMITS = frozenset({EventCode.SETTINGS_RECEIVED, EventCode.SETTINGS_REFUSED})
 
-    def __init__(self, data_dir: Path, pairer: Pairer, put_own: Callable[[Event], None]
+    def __init__(self, cfg: DeviceConfig, pairer: Pairer, put_own: Callable[[Event], None]
                  ) -> None:
-        self.path = data_dir / SIGNED_FILE
+        self.cfg = cfg
+        self.path = cfg.fetched_settings
         self.pairer = pairer
         self.put_own = put_own
         self.done = False  # asked in this config-mode session
+        self.refused_in_production = False  # reported in this stretch in production
+
+    def in_effect(self) -> int:
+        """The version the applier verified and put in effect (0: none): heartbeats name it."""
+        raw = read_bounded(self.cfg.settings_in_effect, 24).strip()
+        return int(raw) if raw.isdigit() and len(raw) < 16 else 0
 
     def held(self) -> int:
-        try:
-            return signed.kept(self.path.read_bytes()[:signed.SIGNATURE_LEN
-                                                      + signed.MAX_BYTES])[0]
-        except OSError:
-            return 0
+        """The newest version in effect or handed to the applier."""
+        return max(self.in_effect(), signed.kept(read_bounded(self.path, signed.WIRE_MAX))[0])
+
+    def on_pending(self) -> None:
+        """The console says newer settings wait: fetch them again in config mode, refuse them
+        (reported once per stretch in production) otherwise."""
+        if self.pairer.config:
+            self.done = False
+            return
+        if self.refused_in_production:
+            return
+        self.refused_in_production = True
+        log.warning("%s", PRODUCTION_REFUSAL)
+        self.put_own(Event(EventCode.SETTINGS_REFUSED, time.time(), data={
+            "VERSION": self.in_effect(), "REASON": PRODUCTION_REFUSAL}))
+
+    def report_boot_refusal(self) -> None:
+        """Settings the applier could not use at boot (a damaged or altered data partition)."""
+        reason = read_bounded(self.cfg.apply_dir / "boot-refused", 300)
+        if reason:
+            self.put_own(Event(EventCode.SETTINGS_REFUSED, time.time(), data={
+                "VERSION": 0, "REASON": "at boot: " + reason.decode("utf-8", "replace")}))
 
     def busy(self) -> bool:
         """Whether to ask now: paired, in config mode, a settings key pinned, not asked yet."""
         if not self.pairer.config:
             self.done = False
             return False
+        self.refused_in_production = False
         return self.pairer.paired and bool(self.pairer.settings_key) and not self.done
 
     def step(self) -> float:
@@ -76,10 +105,14 @@ class SettingsFetcher:
             self.put_own(Event(EventCode.SETTINGS_REFUSED, time.time(), data={
                 "VERSION": first.version, "REASON": exc.message}))
             return 0.0
-        try:
-            write_atomic(self.path, bytes(wire))
-        except StorageError as exc:
+        try:  # the pin first: the applier takes the document only with a pin beside it
+            pin = f"{beacon.device_id.hex()} {self.pairer.settings_key.hex()}\n"
+            write_atomic(self.cfg.settings_pin, pin.encode(), 0o644, dir_mode=0o755)
+            write_atomic(self.path, bytes(wire), 0o644, dir_mode=0o755)
+        except StorageError as exc:  # the console hears why nothing will be applied
             log.error("%s (%s)", exc.message, exc.hint)
+            self.put_own(Event(EventCode.SETTINGS_REFUSED, time.time(), data={
+                "VERSION": got.version, "REASON": f"cannot hand over: {exc.message}"}))
             return 0.0
         log.warning("settings version %d received and verified", got.version)
         self.put_own(Event(EventCode.SETTINGS_RECEIVED, time.time(),

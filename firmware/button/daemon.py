@@ -37,10 +37,12 @@ from firmware.button.mode import (
 from firmware.button.pattern import Show
 from firmware.button.press import PressDetector
 from firmware.config import Button, DeviceConfig
+from firmware.eventpath import FlushingSink
 from firmware.protocol.catalogue import EventCode
 from firmware.protocol.event import Event
 from firmware.shared.atomic import write_atomic
 from firmware.shared.notify import Notify
+from firmware.shared.readfile import read_bounded
 
 EMITS = frozenset({EventCode.CONFIG_MODE_ENTERED, EventCode.CONFIG_MODE_LEFT,
                    EventCode.BUTTON_PRESSED})
@@ -63,13 +65,6 @@ class SystemClock:
         return time.time()
 
 
-class Sink(Protocol):
-    """What the daemon needs of :class:`firmware.eventpath.SocketSink`."""
-
-    def emit(self, event: Event) -> None: ...
-    def flush(self) -> None: ...
-
-
 @dataclass(frozen=True)
 class Paths:
     """The files the daemon writes (mode, LED record) and reads (the rest)."""
@@ -78,19 +73,20 @@ class Paths:
     led_record: Path  # the pattern shown, for [button] led = "record"
     pairing: Path  # the agent's pairing state: "pending 123456", "paired", "error <text>"
     applying: Path  # exists while settings are being applied
+    config_marker: Path  # exists exactly while in config mode: starts coalmine-config.target
     fresh_card: Path  # exists on the boot that formatted the data partition, without a key
 
     @classmethod
     def of(cls, cfg: DeviceConfig) -> Paths:
         return cls(mode=cfg.mode_file, led_record=cfg.run_dir / "state" / "led",
-                   pairing=cfg.pairing_file, applying=cfg.run_dir / "settings" / "applying",
-                   fresh_card=cfg.fresh_card_file)
+                   pairing=cfg.pairing_file, applying=cfg.apply_dir / "applying",
+                   config_marker=cfg.config_marker, fresh_card=cfg.fresh_card_file)
 
 
 class ButtonDaemon:
     """``serve()`` until ``stop`` is set (SIGTERM); the line and the LED are closed at the end."""
 
-    def __init__(self, button: Button, paths: Paths, line: Line, led: Led, sink: Sink,
+    def __init__(self, button: Button, paths: Paths, line: Line, led: Led, sink: FlushingSink,
                  *, clock: Clock | None = None, notify: Notify = lambda _state: None) -> None:
         self.button, self.paths, self.line, self.led, self.sink = button, paths, line, led, sink
         self.clock = clock or SystemClock()
@@ -102,7 +98,7 @@ class ButtonDaemon:
         self.flushed_at = 0.0
 
     @classmethod
-    def from_config(cls, cfg: DeviceConfig, sink: Sink, notify: Notify) -> ButtonDaemon:
+    def from_config(cls, cfg: DeviceConfig, sink: FlushingSink, notify: Notify) -> ButtonDaemon:
         paths = Paths.of(cfg)
         line = open_line(cfg.button)
         return cls(cfg.button, paths, line, open_led(cfg.button, paths.led_record), sink,
@@ -182,22 +178,20 @@ class ButtonDaemon:
         self.sink.emit(Event(code, self.clock.time(), data=data))
 
     def _write_mode(self) -> None:
+        """The mode file, and the marker whose existence starts coalmine-config.target (whose
+        applier stops, and the target with it, once the marker is gone)."""
+        if self.mode is Mode.PRODUCTION:
+            self.paths.config_marker.unlink(missing_ok=True)
         write_atomic(self.paths.mode, f"{self.mode.value}\n".encode(), 0o644, dir_mode=0o755)
+        if self.mode is Mode.CONFIG:
+            write_atomic(self.paths.config_marker, b"config\n", 0o644, dir_mode=0o755)
 
     def _refresh_led(self) -> None:
         pairing = None
         if self.mode is Mode.CONFIG:
-            pairing = parse_pairing(_read_bounded(self.paths.pairing, PAIRING_MAX_BYTES))
+            pairing = parse_pairing(read_bounded(self.paths.pairing, PAIRING_MAX_BYTES))
         show = led_for(self.mode, pairing)
         if show != self.shown:
             self.led.show(show)
             self.shown = show
 
-
-def _read_bounded(path: Path, limit: int) -> bytes:
-    """At most ``limit`` bytes of ``path``; nothing if it is missing or unreadable."""
-    try:
-        with path.open("rb") as fh:
-            return fh.read(limit)
-    except OSError:
-        return b""

@@ -31,6 +31,8 @@ class EventCode(enum.IntEnum):
     NETWORK_INTERFACES = 1108  # agent: the device's network interfaces, at start and on change
     SETTINGS_RECEIVED = 1109  # agent: signed settings fetched in config mode and verified
     SETTINGS_REFUSED = 1110  # agent: settings from the console refused, with the reason
+    SETTINGS_APPLIED = 1111  # settings applier: a new version in effect (config mode)
+    SETTINGS_NOT_APPLIED = 1112  # settings applier: refused, or applied and rolled back
     DEVICE_OFFLINE = 1200  # console: no heartbeat for three of the device's intervals
     DEVICE_ONLINE = 1201  # console: heartbeats again after DEVICE_OFFLINE
     DEVICE_STALLED = 1202  # console: the device's queue is not draining
@@ -58,6 +60,8 @@ DESCRIPTIONS: dict[EventCode, str] = {
     EventCode.NETWORK_INTERFACES: "device network interfaces (more than one: a second adapter)",
     EventCode.SETTINGS_RECEIVED: "device received signed settings in config mode",
     EventCode.SETTINGS_REFUSED: "device refused settings from its console",
+    EventCode.SETTINGS_APPLIED: "device settings changed",
+    EventCode.SETTINGS_NOT_APPLIED: "device settings not applied (refused or rolled back)",
     EventCode.DEVICE_OFFLINE: "device offline: heartbeats stopped",
     EventCode.DEVICE_ONLINE: "device back online",
     EventCode.DEVICE_STALLED: "device stalled: its events are not getting out",
@@ -76,6 +80,7 @@ DESCRIPTIONS: dict[EventCode, str] = {
 SOURCES: dict[str, frozenset[EventCode]] = {
     "button": frozenset({EventCode.CONFIG_MODE_ENTERED, EventCode.CONFIG_MODE_LEFT,
                          EventCode.BUTTON_PRESSED}),
+    "settings": frozenset({EventCode.SETTINGS_APPLIED, EventCode.SETTINGS_NOT_APPLIED}),
     "ssh": frozenset({EventCode.SSH_NEW_CONNECTION, EventCode.SSH_REMOTE_VERSION,
                       EventCode.SSH_LOGIN_ATTEMPT, EventCode.SSH_PUBKEY_ATTEMPT}),
 }

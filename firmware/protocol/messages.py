@@ -52,7 +52,7 @@ PAD = 0x80
 HB_RECEIVER_ALIVE = 0x01  # the event receiver thread is running
 HB_QUEUE_RESET = 0x02  # the queue was unreadable at start and was moved aside (events lost)
 # Heartbeat-ack flags (console -> device)
-ACK_COMMANDS_PENDING = 0x01
+ACK_SETTINGS_PENDING = 0x01  # the console holds settings newer than the heartbeat names
 
 
 class Heartbeat(NamedTuple):
@@ -66,6 +66,8 @@ class Heartbeat(NamedTuple):
     rejected: int = 0  # datagrams refused at the event socket (since the agent started)
     store_failed: int = 0  # events that could not be stored (disk full ...) since start
     flags: int = HB_RECEIVER_ALIVE
+    settings_version: int = 0  # the signed settings in effect (0: none): the console flags newer
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +135,7 @@ class SettingsPart(NamedTuple):
 Body = Heartbeat | Fragment | SettingsGet
 Reply = HeartbeatAck | FragmentAck | Stale | RegisterAck | SettingsPart
 
-_HB = struct.Struct(">BIHIIIIIB")
+_HB = struct.Struct(">BIHIIIIIBI")
 _FRAG = struct.Struct(">BQBB")
 _SGET = struct.Struct(">BH")
 _SPART = struct.Struct(">BIHH")
@@ -184,7 +186,7 @@ def encode_body(body: Body, size: int) -> bytes:
         raw = _HB.pack(HEARTBEAT, min(body.uptime, _U32), min(body.interval, 0xFFFF),
                        *(min(v, _U32) for v in (body.queue_depth, body.oldest_age, body.dropped,
                                                 body.rejected, body.store_failed)),
-                       body.flags)
+                       body.flags, min(body.settings_version, _U32))
     elif isinstance(body, SettingsGet):
         raw = _SGET.pack(SETTINGS_GET, body.offset)
     else:
@@ -203,8 +205,8 @@ def decode_body(data: bytes) -> Body:
         if len(body) != _HB.size:
             raise DecodeError(f"heartbeat of {len(body)} bytes, not {_HB.size}",
                               offset=min(len(body), _HB.size))
-        _, up, interval, depth, age, dropped, rejected, failed, flags = _HB.unpack(body)
-        return Heartbeat(up, interval, depth, age, dropped, rejected, failed, flags)
+        _, up, interval, depth, age, dropped, rejected, failed, flags, held = _HB.unpack(body)
+        return Heartbeat(up, interval, depth, age, dropped, rejected, failed, flags, held)
     if kind == FRAGMENT:
         if len(body) <= _FRAG.size:
             raise DecodeError("truncated or empty fragment", offset=len(body))

@@ -40,7 +40,10 @@ from firmware.shared.errors import AuthenticationError, DecodeError
 DOMAIN = b"coalmine settings v1\x00"
 SIGNATURE_LEN = 64
 MAX_BYTES = 1024
+WIRE_MAX = SIGNATURE_LEN + MAX_BYTES
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_IPV4 = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
+_PREFIX = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}")
 _SHAPE: dict[str, type] = {
     "device.hostname": str, "services.ssh.enabled": bool, "services.ssh.port": int,
     "network.mode": str, "network.address": str, "network.gateway": str, "network.dns": list,
@@ -88,12 +91,20 @@ def _network_problems(values: Mapping[str, Any]) -> list[str]:
     problems = [f"{k}: needed with network.mode = static" for k in static if k not in values]
     if problems:
         return problems
-    try:
-        iface = ipaddress.IPv4Interface(values["network.address"])
+    address, dns_list = values["network.address"], values["network.dns"]
+    if not _PREFIX.fullmatch(address):
+        return [f"network.address: {address!r} is not a.b.c.d/len"]
+    if not all(type(x) is str and _IPV4.fullmatch(x) for x in dns_list):
+        return [f"network.dns: {dns_list!r} is not a list of a.b.c.d addresses"]
+    try:  # written into unit files as given: only the canonical forms are accepted
+        iface = ipaddress.IPv4Interface(address)
         gateway = ipaddress.IPv4Address(values["network.gateway"])
-        dns = [ipaddress.IPv4Address(x) for x in values["network.dns"]]
+        dns = [ipaddress.IPv4Address(x) for x in dns_list]
     except (ValueError, TypeError) as exc:
         return [f"network: {exc}"]
+    if str(gateway) != values["network.gateway"] or [str(x) for x in dns] != dns_list \
+            or iface.with_prefixlen != address:
+        return ["network: addresses must be written in their canonical form (no leading zeros)"]
     if gateway not in iface.network:
         problems.append(f"network.gateway: {gateway} is outside {iface.network}")
     if not 1 <= len(dns) <= 3:
@@ -116,7 +127,7 @@ def verify_key_of(seed: bytes) -> bytes:
 def verify(verify_key: bytes, wire: bytes, device_id: bytes, current_version: int) -> Settings:
     """The settings in ``wire`` if the pinned key signed them, for this device, newer than what
     it holds, and valid; else one refusal (``AuthenticationError`` or ``DecodeError``)."""
-    if not SIGNATURE_LEN < len(wire) <= SIGNATURE_LEN + MAX_BYTES:
+    if not SIGNATURE_LEN < len(wire) <= WIRE_MAX:
         raise DecodeError(f"settings of {len(wire)} bytes", offset=0)
     signature, body = wire[:SIGNATURE_LEN], wire[SIGNATURE_LEN:]
     try:

@@ -31,6 +31,8 @@ class Guest:
     pending: float = 0.0  # the pairing request listed at the console
     approved: float = 0.0
     armed: float = 0.0  # the first heartbeat at the console
+    forwards: dict[int, int] = field(default_factory=dict)  # guest port -> host port
+    argv: list[str] = field(default_factory=list)  # how QEMU was started (power_cycle)
 
     def press(self, seconds: float) -> None:
         """Hold the board's button for ``seconds``: QEMU's power button is wired to GPIO line 3,
@@ -67,6 +69,15 @@ class Guest:
         raise EnvironmentFault(f"no {pattern!r} on the serial console after {timeout:.0f}s:\n"
                                + self.log()[-4000:])
 
+    def power_cycle(self) -> None:
+        """Pull the plug and power on again with the same card (what the boot before printed
+        is kept beside the serial log as ``serial.log.1``)."""
+        self.stop()
+        self.serial.replace(self.serial.with_name(self.serial.name + ".1"))
+        self.qmp.unlink(missing_ok=True)
+        self.proc = qemu.spawn(self.argv, self.serial.with_name("qemu.out"))
+        self.started = time.monotonic()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -85,8 +96,10 @@ def provisioning(lab: Lab, node: str, heartbeat: float) -> str:
 
 
 def boot(lab: Lab, src: Path, work: Path, *, node: str = "qemu-device",
-         heartbeat: float = 5.0, card_extra: int = 64 << 20) -> Guest:
-    """Provision a working copy of the image and start QEMU; SSH lands on lab.ssh_port.
+         heartbeat: float = 5.0, card_extra: int = 64 << 20,
+         guest_ports: tuple[int, ...] = ()) -> Guest:
+    """Provision a working copy of the image and start QEMU; SSH lands on lab.ssh_port, each
+    of ``guest_ports`` on the host port ``Guest.forwards`` names.
 
     The guest has a second network adapter (eth1) that it must keep down and report.
 
@@ -103,9 +116,13 @@ def boot(lab: Lab, src: Path, work: Path, *, node: str = "qemu-device",
     serial.unlink(missing_ok=True)
     qmp = work / "qmp.sock"
     qmp.unlink(missing_ok=True)
+    forwards = {free_port(): port for port in guest_ports}
     argv = qemu.command(src, img, ssh_port=lab.ssh_port, serial=f"file:{serial}", qmp=qmp,
-                        second_nic=True)
-    return Guest(qemu.spawn(argv, work / "qemu.out"), serial, qmp)
+                        second_nic=True, forwards=forwards)
+    guest = Guest(qemu.spawn(argv, work / "qemu.out"), serial, qmp)
+    guest.forwards = {guest_port: host_port for host_port, guest_port in forwards.items()}
+    guest.argv = argv
+    return guest
 
 
 def arm(lab: Lab, guest: Guest, *, node: str = "qemu-device", timeout: float = 600) -> str:

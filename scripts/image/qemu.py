@@ -46,18 +46,21 @@ def working_copy(src_dir: Path, dest: Path, provision: Path | None = None) -> Pa
 
 def command(src_dir: Path, disk_img: Path, *, ssh_port: int | None = None,
             serial: str = "mon:stdio", smp: int = 2, qmp: Path | None = None,
-            second_nic: bool = False) -> list[str]:
+            second_nic: bool = False, forwards: dict[int, int] | None = None) -> list[str]:
     """The qemu-system-aarch64 argv for the virt machine booting ``disk_img``.
 
     ``qmp``: a Unix socket for QEMU's machine protocol, through which a test presses the
     board's button (``system_powerdown`` raises line 3 of the PL061 GPIO controller).
     ``second_nic``: a second network adapter (eth1), as if someone plugged one in: the device
-    must keep it down and report it.
+    must keep it down and report it.  ``forwards``: more TCP ports, host port -> guest port (a
+    honeypot moved to another port by signed settings).
     """
     boot = src_dir / "boot"
     net = "user,id=n0"
     if ssh_port is not None:
         net += f",hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+    for host_port, guest_port in (forwards or {}).items():
+        net += f",hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"
     return [
         QEMU, "-M", "virt", "-cpu", "cortex-a72", "-smp", str(smp),
         "-m", "1024", "-display", "none", "-no-reboot", "-serial", serial,

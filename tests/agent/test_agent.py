@@ -260,6 +260,22 @@ def test_sink_keeps_backlog_while_agent_is_away(tmp_path):
     assert got == ["user2", "user3", "user4"]
 
 
+def test_a_sender_that_exits_waits_for_a_restarting_agent_and_says_what_it_lost(tmp_path, caplog):
+    path = tmp_path / "events.sock"
+    sink = SocketSink(path)
+    sink.emit(login(1))
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    threading.Timer(0.3, lambda: receiver.bind(str(path))).start()  # the agent is back
+    assert sink.drain(5.0, every=0.05) == 0
+    assert json.loads(receiver.recv(8192))["d"]["USERNAME"] == "user1"
+    receiver.close()
+    path.unlink()
+    sink.emit(login(2))
+    assert sink.drain(0.2, every=0.05) == 1
+    assert "1 events could not be handed to the agent" in caplog.text
+    sink.close()
+
+
 def test_events_still_in_the_socket_at_shutdown_are_kept(tmp_path, console):
     agent = make_agent(tmp_path, console)
     socks = agent.open_sockets()  # no receiver thread: the datagrams stay in the socket buffer

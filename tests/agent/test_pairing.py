@@ -20,7 +20,7 @@ from tests.agent.test_agent import login
 
 def unpaired_agent(tmp_path: Path, console: LoopbackConsole) -> Agent:
     cfg = parse({"device": {"data_dir": str(tmp_path / "data"), "run_dir": str(tmp_path / "run"),
-                            "node_name": "nas-lab"},
+                            "settings_dir": str(tmp_path / "settings"), "node_name": "nas-lab"},
                  "console": {"zone": console.zone, "public_key": console.key.public().text(),
                              "heartbeat_interval": 3600, "max_backoff": 0.05}})
     return Agent(cfg, transport=console)

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from firmware.button.daemon import FLUSH_EVERY, ButtonDaemon, Paths, Sink
+from firmware.button.daemon import FLUSH_EVERY, ButtonDaemon, Paths
 from firmware.button.led import RecordingLed
 from firmware.config import Button, parse
-from firmware.eventpath import SocketSink, decode_datagram
+from firmware.eventpath import FlushingSink, SocketSink, decode_datagram
 from firmware.protocol.catalogue import EventCode
 from firmware.protocol.event import Event
 from tests.button.fakes import T0, WALL0, FakeClock, MemorySink, SimulatedLine
@@ -46,7 +46,8 @@ class Rig:
         return [e.code for e in self.sink.events]
 
 
-def rig(tmp_path: Path, *, held: bool = False, sink: Sink | None = None, **button: Any) -> Rig:
+def rig(tmp_path: Path, *, held: bool = False, sink: FlushingSink | None = None,
+        **button: Any) -> Rig:
     clock = FakeClock()
     line = SimulatedLine(clock, held=held)
     paths = Paths.of(parse({"device": {"run_dir": str(tmp_path / "run")}}))
@@ -88,14 +89,16 @@ def test_long_press_enters_and_short_press_leaves_end_to_end(tmp_path, agent_soc
     r.line.press(at=1.0, hold=4.0).press(at=65.0, hold=0.3)
     r.daemon.start()
     assert r.mode() == "production\n" and received(agent_socket) == []
+    assert not r.paths.config_marker.exists()
     r.run_to(4.5)  # held for 3.5 s, still held: config mode already
     assert r.mode() == "config\n"
+    assert r.paths.config_marker.exists(), "the marker that starts coalmine-config.target"
     (entered,) = received(agent_socket)
     assert entered.code is EventCode.CONFIG_MODE_ENTERED
     assert dict(entered.data) == {"REASON": "button"}
     assert entered.time == pytest.approx(WALL0 + 4.0, abs=0.05)
     r.run_to(70.0)
-    assert r.mode() == "production\n"
+    assert r.mode() == "production\n" and not r.paths.config_marker.exists()
     (left,) = received(agent_socket)
     assert left.code is EventCode.CONFIG_MODE_LEFT
     assert dict(left.data) == {"REASON": "button", "SECONDS": 61}  # 4.0 s to 65.3 s

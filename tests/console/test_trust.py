@@ -230,3 +230,20 @@ def test_a_device_cannot_send_the_consoles_own_events(rig: Rig) -> None:
     for code in (EventCode.DEVICE_CLONED, EventCode.DEVICE_ONLINE, EventCode.HEARTBEAT):
         assert raised(rig, code) == []
     assert len(raised(rig, EventCode.MESSAGE_UNDECODABLE)) == 3
+
+
+def test_a_heartbeat_hears_whether_newer_settings_wait(rig: Rig) -> None:
+    """The acknowledgement's flag compares the console's newest version with the one the
+    heartbeat names: the device fetches (config mode) or reports its refusal (production)."""
+    from firmware.protocol.messages import ACK_SETTINGS_PENDING, HeartbeatAck
+
+    def flags(held: int) -> int:
+        reply = ask(rig, rig.device, Heartbeat(1, 60, settings_version=held))
+        assert isinstance(reply, HeartbeatAck)
+        return reply.flags
+
+    assert flags(0) == 0, "no settings at the console"
+    rig.store.put_settings(rig.device.device_id, 3, b"signed", 0.0)
+    assert flags(0) == ACK_SETTINGS_PENDING
+    assert flags(2) == ACK_SETTINGS_PENDING
+    assert flags(3) == 0 and flags(4) == 0

@@ -167,8 +167,9 @@ def test_boots_into_the_devices_own_target(root: Path) -> None:
     wants = {w for line in target.splitlines() if line.startswith("Wants=")
              for w in line.removeprefix("Wants=").split()}
     assert wants == {"systemd-networkd.service", "systemd-resolved.service",
-                     "coalmine-provision.service", "coalmine-button.service",
-                     "coalmine-agent.service", "coalmine-ssh.socket", "coalmine-ssh.service"}
+                     "coalmine-provision.service", "coalmine-settings-boot.service",
+                     "coalmine-button.service", "coalmine-agent.service", "coalmine-config.path",
+                     "coalmine-ssh.socket", "coalmine-ssh.service"}
     for unit in ("systemd-logind.service", "systemd-user-sessions.service", "modprobe@.service",
                  "systemd-hostnamed.service", "proc-sys-fs-binfmt_misc.automount"):
         assert str((system / unit).readlink()) == "/dev/null", unit
@@ -189,7 +190,9 @@ def test_event_path_and_agent_watchdog(root: Path) -> None:
     tmpfiles = (root / "usr/lib/tmpfiles.d/coalmine.conf").read_text()
     rows = {f[1]: f[2:5] for f in (line.split() for line in tmpfiles.splitlines())
             if f and not f[0].startswith("#")}
-    assert rows["/run/coalmine"] == ["0750", "coalmine-agent", "coalmine-events"]
+    assert rows["/run/coalmine"] == ["0750", "root", "coalmine-events"], "no daemon renames"
+    assert rows["/run/coalmine/state"][1] == "coalmine-button", "the config-mode marker's"
+    assert rows["/run/coalmine/apply"][1:] == ["root", "root"], "the settings layer's"
     assert rows["/run/coalmine/ssh"] == ["2750", "coalmine-agent", "coalmine-ssh"]
     assert rows["/data/coalmine/ssh"] == ["2750", "root", "coalmine-ssh"]
     agent = unit(root, "coalmine-agent.service")
@@ -198,6 +201,42 @@ def test_event_path_and_agent_watchdog(root: Path) -> None:
     assert "RuntimeDirectory" not in agent, "systemd would hand the whole tree to the agent"
     assert agent["ReadWritePaths"] == ["/run/coalmine /data/coalmine/agent"]
     assert (root / "usr/lib/python3/dist-packages/systemd/daemon.py").is_file()
+
+
+def test_config_mode_is_a_target_and_only_its_applier_writes_settings(root: Path) -> None:
+    """coalmine-config.target runs exactly while the button daemon's marker exists; the data
+    partition's settings are writable to its applier alone (docs/pairing.md)."""
+    path = unit(root, "coalmine-config.path")
+    assert path["PathExists"] == ["/run/coalmine/state/config"]
+    assert path["Unit"] == ["coalmine-config.target"]
+    target = unit(root, "coalmine-config.target")
+    assert target["BindsTo"] == ["coalmine-settings.service"]
+    applier = unit(root, "coalmine-settings.service")
+    assert applier["ConditionPathExists"] == ["/run/coalmine/state/config"]
+    assert "firmware.applier serve" in applier["ExecStart"][0]
+    assert applier["PrivateNetwork"] == ["yes"] and applier["IPAddressDeny"] == ["any"]
+    assert applier["CapabilityBoundingSet"] == ["CAP_SYS_ADMIN"]
+    settings = Path("/data/coalmine/settings")
+    for name in sorted(p.name for p in (root / "usr/lib/systemd/system").glob("coalmine-*")):
+        fields = unit(root, name)
+        writable = [Path(w.lstrip("-")) for v in fields.get("ReadWritePaths", [])
+                    for w in v.split()]
+        readonly = [Path(w.lstrip("-")) for v in fields.get("ReadOnlyPaths", [])
+                    for w in v.split()]
+        reaches = [w for w in writable if w == settings or w in settings.parents]
+        if name == "coalmine-settings.service":
+            assert writable[0] == settings
+        elif name == "coalmine-growdata.service":  # formats p4 before /data is mounted
+            assert fields["Before"][0].startswith("data.mount")
+        elif reaches:
+            assert settings in readonly, name
+        elif name.endswith(".service"):
+            assert fields.get("ProtectSystem") == ["strict"], name
+    boot = unit(root, "coalmine-settings-boot.service")
+    assert "/data" not in boot["ReadWritePaths"][0], "at boot the settings are only read"
+    for name in ("coalmine-agent.service", "coalmine-ssh.service", "coalmine-button.service"):
+        assert unit(root, name)["ExecStart"][0].endswith(
+            "--config /run/coalmine/apply/settings.toml"), "the signed settings win"
 
 
 def test_ssh_honeypot_gets_its_port_and_nothing_else(root: Path) -> None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,7 @@ from scripts.lab import Lab
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(3600)]  # builds take minutes
 BOOT_TIMEOUT = 600  # TCG on a loaded 2-core CI machine; typical is ~2 minutes to a heartbeat
+MOVED_SSH_PORT = 2222  # where signed settings move the SSH honeypot (forwarded from the host)
 
 
 @dataclass
@@ -44,7 +46,7 @@ def booted(qemu_out: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     work = tmp_path_factory.mktemp("qemu")
     (work / "lab").mkdir()
     with Lab(work / "lab", with_device=False) as lab:
-        guest = armed.boot(lab, qemu_out, work)
+        guest = armed.boot(lab, qemu_out, work, guest_ports=(MOVED_SSH_PORT,))
         try:
             code = armed.arm(lab, guest, timeout=BOOT_TIMEOUT)
             print(f"\nqemu: start -> pairing code {guest.code_seen - guest.started:.1f}s, "
@@ -78,9 +80,28 @@ def test_the_real_button_leaves_and_enters_config_mode(booted: Booted) -> None:
     lab.wait_event(lambda e: e["logtype"] == 1104 and e["logdata"]["REASON"] == "button",
                    timeout=60)
     guest.press(0.3)
-    lab.wait_for(lambda: sum(e["logtype"] == 1105 for e in lab.events()) >= 2, 60,
-                 "config mode left again")
+    lab.wait_for(lambda: in_config_mode(lab) is False, 60, "config mode left again")
     assert not [e for e in lab.events() if e["logtype"] == 1106], "no press counted as tamper"
+
+
+def in_config_mode(lab: Lab) -> bool:
+    """What the console's events say: entered (1104) more often than left (1105)."""
+    codes = [e["logtype"] for e in lab.events()]
+    return codes.count(1104) > codes.count(1105)
+
+
+def ssh_event_on(lab: Lab, port: int, user: str) -> dict[str, Any]:
+    """A real OpenSSH login attempt through QEMU's forward to the guest's ``port``; its event.
+    QEMU's forward accepts at once, even before the guest's honeypot listens: retry the attempt
+    until its event arrives (each attempt that reached the honeypot is one event)."""
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while True:
+        assert lab.ssh_attempt(user, "correct-horse", timeout=120, port=port) != 0
+        try:
+            return lab.wait_event(lambda e: e["logtype"] == 4002
+                                  and e["logdata"].get("USERNAME") == user, timeout=30)
+        except EnvironmentFault:
+            assert time.monotonic() < deadline, f"no SSH event from the guest's port {port}"
 
 
 def test_heartbeat_reaches_console_through_user_network(booted: Booted) -> None:
@@ -90,18 +111,7 @@ def test_heartbeat_reaches_console_through_user_network(booted: Booted) -> None:
 
 
 def test_real_ssh_login_attempt_reaches_console(booted: Booted) -> None:
-    lab = booted.lab
-    # QEMU's forward accepts at once, even before the guest's honeypot listens: retry the
-    # attempt until its event arrives (each attempt that reached the honeypot is one event).
-    deadline = time.monotonic() + BOOT_TIMEOUT
-    while True:
-        assert lab.ssh_attempt("mallory", "correct-horse", timeout=120) != 0
-        try:
-            event = lab.wait_event(lambda e: e["logtype"] == 4002
-                                   and e["logdata"].get("USERNAME") == "mallory", timeout=30)
-            break
-        except EnvironmentFault:
-            assert time.monotonic() < deadline, "no SSH event from the emulated device"
+    event = ssh_event_on(booted.lab, booted.lab.ssh_port, "mallory")
     assert event["logdata"]["PASSWORD"] == "correct-horse"
     assert event["logdata"]["REMOTEVERSION"].startswith("SSH-2.0-OpenSSH")
     assert event["node_id"] == "qemu-device"
@@ -172,3 +182,77 @@ def test_boot_is_clean_on_the_serial_console(booted: Booted) -> None:
         assert target not in log, target
     for unit in ("systemd-logind", "systemd-user-sessions"):
         assert unit not in log, unit
+
+
+def test_settings_apply_only_in_config_mode_and_move_the_honeypot(booted: Booted) -> None:
+    """Journey 2's second half, the image's own units: the operator moves the SSH honeypot at
+    the console.  In production the device takes nothing and says so; a long press: the agent
+    fetches and verifies, the applier (root, no network) verifies again and applies; a short
+    press leaves config mode and the honeypot answers on its new port."""
+    lab, guest = booted.lab, booted.guest
+    if in_config_mode(lab):  # run alone: the first boot's config mode is still on
+        guest.press(0.3)
+        lab.wait_for(lambda: in_config_mode(lab) is False, 60, "config mode left")
+    out = lab.console("settings", "--name", "qemu-device", "--set",
+                      f"services.ssh.port={MOVED_SSH_PORT}")
+    assert "settings version 1, signed" in out
+    refused = lab.wait_event(lambda e: e["logtype"] == 1110, timeout=120)
+    assert "in production the device takes none" in refused["logdata"]["REASON"]
+    assert not [e for e in lab.events() if e["logtype"] in (1109, 1111)], "nothing taken"
+    guest.press(3.6)
+    applied = lab.wait_event(lambda e: e["logtype"] == 1111, timeout=300)
+    assert applied["logdata"] == {"VERSION": 1, "CHANGED": "services.ssh.port"}
+    received = lab.wait_event(lambda e: e["logtype"] == 1109, timeout=30)
+    assert received["logdata"] == {"VERSION": 1}
+    guest.press(0.3)
+    lab.wait_for(lambda: in_config_mode(lab) is False, 60, "config mode left after applying")
+    event = ssh_event_on(lab, guest.forwards[MOVED_SSH_PORT], "trudy")
+    assert event["dst_port"] == MOVED_SSH_PORT
+    lab.wait_event(lambda e: e["logtype"] == 1103
+                   and e["logdata"]["TCP"] == str(MOVED_SSH_PORT), timeout=120)
+    assert not [e for e in lab.events() if e["logtype"] == 1112], "nothing rolled back"
+
+
+def test_a_network_change_that_cuts_the_device_off_is_rolled_back(booted: Booted) -> None:
+    """A static address on a network where the console cannot be reached (TEST-NET-2: the
+    guest's user network has no such gateway): the applier puts it in effect, sees no answered
+    heartbeat within 120 s, goes back to DHCP, and the device reports it over the old network."""
+    lab, guest = booted.lab, booted.guest
+    if not in_config_mode(lab):
+        guest.press(3.6)
+        lab.wait_for(lambda: in_config_mode(lab), 60, "config mode entered")
+    before = [e for e in lab.events() if e["logtype"] in (1111, 1112)]
+    lab.console("settings", "--name", "qemu-device", "--set", "network.mode=static",
+                "--set", "network.address=198.51.100.10/24", "--set",
+                "network.gateway=198.51.100.1", "--set", 'network.dns=["198.51.100.1"]')
+    rolled = lab.wait_event(lambda e: e["logtype"] == 1112 and e not in before, timeout=420)
+    assert rolled["logdata"]["REASON"].startswith(
+        "rolled back: the console did not answer within 120 s over the new network")
+    beats = lab.console("devices")
+    guest.press(0.3)
+    lab.wait_for(lambda: in_config_mode(lab) is False, 60, "config mode left")
+    lab.wait_for(lambda: lab.console("devices") != beats, 60, "heartbeats over DHCP again")
+    assert not [e for e in lab.events() if e["logtype"] == 1111 and e not in before], \
+        "the change was not kept"
+
+
+def test_applied_settings_survive_a_power_cut(booted: Booted) -> None:
+    """Pull the plug, power on: coalmine-settings-boot.service puts the applied settings in
+    effect again before the honeypot's socket starts, so it listens on its moved port."""
+    lab, guest = booted.lab, booted.guest
+    if not [e for e in lab.events() if e["logtype"] == 1111]:
+        pytest.skip("needs the settings applied by the test above")
+    if in_config_mode(lab):
+        guest.press(0.3)
+        lab.wait_for(lambda: in_config_mode(lab) is False, 60, "config mode left")
+    boots = sum(e["logtype"] == 1000 for e in lab.events())
+    guest.power_cycle()
+    lab.wait_for(lambda: sum(e["logtype"] == 1000 for e in lab.events()) > boots, BOOT_TIMEOUT,
+                 "the agent's BOOT event after the power cut")
+    log = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", guest.log())
+    assert "Finished coalmine-settings-boot" in log, log[-3000:]  # the name is cut at 24
+    assert "coalmine.applier: settings version 1 in effect" in log
+    assert not re.search(r"FAILED|Failed to start", log), log[-3000:]
+    event = ssh_event_on(lab, guest.forwards[MOVED_SSH_PORT], "eve")
+    assert event["dst_port"] == MOVED_SSH_PORT
+    assert not in_config_mode(lab), "a card that is not fresh boots in production"

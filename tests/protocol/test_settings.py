@@ -71,3 +71,19 @@ def test_signed_but_invalid_settings_are_refused() -> None:
     """Even the console's own key cannot make the device take a setting that does not exist."""
     with pytest.raises(DecodeError, match="not a setting"):
         s.verify(KEY, wire({"services.ssh.port": 22, "shell": "yes"}), DEV, current_version=1)
+
+
+@pytest.mark.parametrize("bad", [
+    {"network.dns": [167772161]}, {"network.dns": [True]},
+    {"network.dns": ["10.0.2.3\nDNS=1.1.1.1"]}, {"network.address": "10.0.2.15/255.255.255.0"},
+    {"network.address": "10.0.2.15/0.0.0.255"}, {"network.address": "10.0.2.15/24\n[Match]"},
+    {"network.gateway": "10.0.2.02"}, {"network.dns": ["010.0.2.3"]},
+])
+def test_network_values_that_would_not_be_written_verbatim_are_refused(bad: dict[str, object]
+                                                                       ) -> None:
+    """What the applier writes into networkd's files is exactly what was signed: anything but
+    the canonical dotted forms (integers, masks, newlines, leading zeros) is refused."""
+    base = {"network.mode": "static", "network.address": "10.0.2.15/24",
+            "network.gateway": "10.0.2.2", "network.dns": ["10.0.2.3"]}
+    assert not s.validate(base)
+    assert s.validate({**base, **bad}), bad

@@ -1,0 +1,82 @@
+"""The applier's effects on the running system, behind one small interface (tests fake it).
+
+Run-time files go under /run/systemd (they override the image's units and networks and vanish
+at power-off: each boot writes them again from the signed settings).  Units are told through
+``systemctl`` and systemd-networkd's D-Bus ``Reload``; the host name is set with
+``sethostname`` (CAP_SYS_ADMIN, the applier unit's only capability).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+from typing import Protocol
+
+from firmware.applier.plan import MANAGED, MASK, Plan
+from firmware.shared import proc
+from firmware.shared.atomic import write_atomic
+from firmware.shared.errors import StorageError, ToolError
+
+SSH_SOCKET, SSH_SERVICE = "coalmine-ssh.socket", "coalmine-ssh.service"
+TIMEOUT = 60.0
+
+
+class System(Protocol):
+    def daemon_reload(self) -> None: ...
+    def restart_ssh(self, enabled: bool) -> None: ...
+    def reload_network(self) -> None: ...
+    def set_hostname(self, name: str) -> None: ...
+
+
+class RealSystem:
+    """systemd's own tools; a failure is a ``ToolError`` naming the command."""
+
+    def daemon_reload(self) -> None:
+        proc.run(["systemctl", "daemon-reload"], quiet=True, timeout=TIMEOUT)
+
+    def restart_ssh(self, enabled: bool) -> None:
+        proc.run(["systemctl", "stop", SSH_SERVICE, SSH_SOCKET], quiet=True, timeout=TIMEOUT)
+        if enabled:
+            proc.run(["systemctl", "start", SSH_SOCKET, SSH_SERVICE], quiet=True,
+                     timeout=TIMEOUT)
+
+    def reload_network(self) -> None:
+        """``networkctl reload`` over D-Bus: networkctl itself refuses to run outside the
+        network namespace of systemd-networkd, and the applier has none (PrivateNetwork=)."""
+        proc.run(["busctl", "call", "org.freedesktop.network1", "/org/freedesktop/network1",
+                  "org.freedesktop.network1.Manager", "Reload"], quiet=True, timeout=TIMEOUT)
+
+    def set_hostname(self, name: str) -> None:
+        try:
+            socket.sethostname(name)
+        except OSError as exc:
+            raise ToolError(f"cannot set the host name to {name!r}: {exc.strerror}") from None
+
+
+def write_plan(root: Path, layer: Path, new: Plan) -> None:
+    """Make the run-time files say ``new``: managed files it lacks are removed."""
+    for rel in MANAGED:
+        path = root / rel
+        content = new.files.get(rel)
+        try:
+            if content is None:
+                if path.is_symlink() or path.exists():
+                    path.unlink()
+                continue
+            if content == MASK:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                os.symlink(MASK, path)
+                continue
+        except OSError as exc:
+            raise StorageError(f"cannot update {path}: {exc.strerror or exc}",
+                               hint="the applier needs /run/systemd writable") from None
+        write_atomic(path, content.encode(), 0o644, dir_mode=0o755)
+    if new.layer:
+        write_atomic(layer, new.layer.encode(), 0o644, dir_mode=0o755)
+    else:
+        layer.unlink(missing_ok=True)
+
