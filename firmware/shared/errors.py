@@ -44,6 +44,11 @@ class AuthenticationError(InputError):
     """A MAC or signature did not verify, or the sender is unknown."""
 
 
+class RefusedError(InputError):
+    """A signed document (trust root, release manifest, canary statement) that the trust rules
+    refuse; the message is the reason, the one error type for every such refusal."""
+
+
 class ReplayError(InputError):
     """A message was seen before or is older than the replay window allows."""
 
