@@ -8,7 +8,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
 
-.PHONY: help deps test lint demo bench console
+.PHONY: help deps test lint demo bench console sign
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -31,5 +31,9 @@ bench: deps ## print benchmark figures (console ingest, alert latency, payload p
 
 console: deps ## run the companion console CLI: make console ARGS="--help"
 	$(PYTHON) -m console $(ARGS)
+
+sign: ## the offline signer (key ceremony, releases, canaries): make sign ARGS="--help"
+	bash scripts/install-deps.sh sign
+	$(PYTHON) -m signing $(ARGS)
 
 -include scripts/image.mk
