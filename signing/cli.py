@@ -35,6 +35,7 @@ from signing.ceremony import Console, Holder, Session, Workdir
 DAY = 86400
 CHUNK = 1 << 20
 WATCH_MAX_BYTES = env.MAX_ENVELOPE
+LEGACY_EXIT = 3
 
 
 def main(argv: list[str] | None = None, *, udev: media.Udev | None = None,
@@ -308,12 +309,15 @@ def canary_pin(args: argparse.Namespace, console: Console, udev: media.Udev | No
 
 
 def canary_verify(args: argparse.Namespace, console: Console, udev: media.Udev | None) -> int:
-    """Exit 0 all clear; 1 failed or panic (the reason on stdout); 65 refused."""
+    """Exit 0 all clear; 1 failed or panic (the reason on stdout); 3 a legacy-layout statement
+    whose signatures verify field by field (never fully valid); 65 refused."""
     checks, status = 0, 0
     while True:
         pin = _read_pin(args.pin)
         try:
-            verdict = canary.verify(pin, _fetch(args.statement), int(time.time()))
+            data = _fetch(args.statement)
+            verdict = (canary.verify_legacy if _legacy(data) else canary.verify)(
+                pin, data, int(time.time()))
         except RefusedError as exc:
             console.say(f"ALERT {args.statement}: refused: {exc.message}")
             status = exc.exit_code
@@ -323,6 +327,9 @@ def canary_verify(args: argparse.Namespace, console: Console, udev: media.Udev |
                             "affirmed")
                 write_atomic(args.pin, _pin_text(verdict.pin), 0o644, dir_mode=0o755)
                 status = 0
+            elif verdict.status == "legacy":  # all signatures good, but field by field
+                console.say(f"legacy {args.statement}: " + "; ".join(verdict.reasons))
+                status = LEGACY_EXIT
             else:
                 console.say(f"ALERT {args.statement}: {verdict.status}: "
                             + "; ".join(verdict.reasons))
@@ -331,6 +338,15 @@ def canary_verify(args: argparse.Namespace, console: Console, udev: media.Udev |
         if not args.every or (args.count and checks >= args.count):
             return status
         time.sleep(args.every)
+
+
+def _legacy(data: bytes) -> bool:
+    """Whether a statement is in the standard's own layout (a "canary" table) rather than ours."""
+    try:
+        doc = json.loads(data[:WATCH_MAX_BYTES])
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and "canary" in doc
 
 
 def _fetch(source: str) -> bytes:

@@ -16,10 +16,16 @@ once.  Pure: no I/O; ``canary watch`` keeps the pin between runs.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
+
+from nacl.exceptions import BadSignatureError
+from nacl.exceptions import ValueError as NaclValueError
+from nacl.signing import VerifyKey
 
 from firmware.protocol import envelope as env
 from firmware.shared.errors import RefusedError
@@ -148,3 +154,78 @@ def keyset(value: Any, what: str) -> KeySet:
 def _step(doc: Mapping[str, Any]) -> str:
     ks: KeySet = doc["NEWPUBKEY"]
     return f"{doc['VERSION']} {','.join(sorted(ks.keys))}/{ks.threshold}"
+
+
+# --- the standard's own JSON layout (legacy) --------------------------------------------------
+
+LEGACY_FIELDS = ("domain", "pubkeys", "panickey", "version", "release", "expiry", "freshness",
+                 "codes")
+LEGACY_WARNING = ("legacy layout: each field is signed on its own, so fields of two genuinely "
+                  "signed statements can be combined; this statement is never fully valid")
+
+
+def verify_legacy(pin: Pin, data: bytes, now: int) -> Verdict:
+    """A statement in the standard's published layout (``{"canary": {...}, "signatures":
+    {public key: {field: signature}}}``), checked field by field under the pinned keys.  Its
+    best verdict is ``legacy`` with the splicing warning, never ``ok``."""
+    if len(data) > env.MAX_ENVELOPE:
+        raise RefusedError(f"statement of {len(data)} bytes, more than {env.MAX_ENVELOPE}")
+    try:
+        doc = json.loads(data.decode("utf-8"))
+        claim, sigsets = doc["canary"], doc["signatures"]
+        values = {f: _legacy_value(claim[f]) for f in LEGACY_FIELDS}
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError):
+        raise RefusedError("not a statement in the standard's layout") from None
+    if not isinstance(sigsets, dict):
+        raise RefusedError("legacy statement: signatures must be a table")
+
+    def signed_by(keys: KeySet) -> int:
+        count = 0
+        for public in keys.keys.values():
+            fields = sigsets.get(base64.b64encode(public).decode())
+            if isinstance(fields, dict) and all(
+                    _legacy_ok(public, values[f], fields.get(f)) for f in LEGACY_FIELDS):
+                count += 1
+        return count
+
+    if signed_by(pin.panic) >= pin.panic.threshold:
+        return Verdict("panic", ("signed by the pinned panic key", LEGACY_WARNING), pin, claim)
+    got = signed_by(pin.canary)
+    if got < pin.canary.threshold:
+        raise RefusedError(f"legacy statement: {got} pinned canary key(s) signed every field, "
+                           f"{pin.canary.threshold} needed")
+    if values["domain"] != pin.domain:
+        raise RefusedError(f"statement for {values['domain']}, not {pin.domain}")
+    reasons = [LEGACY_WARNING]
+    try:
+        expiry, release = (int(datetime.fromisoformat(claim[f]).timestamp())
+                           for f in ("expiry", "release"))
+    except (TypeError, ValueError):
+        raise RefusedError("legacy statement: release or expiry is not a date") from None
+    if now >= expiry:
+        reasons.append(f"expired at {expiry} (now {now})")
+    if release > now:
+        reasons.append(f"released in the future ({release}, now {now})")
+    codes = {str(c).upper() for c in claim["codes"]} if isinstance(claim["codes"], list) else set()
+    missing = [c for c in CODES if c not in codes]
+    if missing:
+        reasons.append("codes no longer affirmed: " + " ".join(missing))
+    return Verdict("failed" if len(reasons) > 1 else "legacy", tuple(reasons), pin, claim)
+
+
+def _legacy_value(value: Any) -> str:
+    """The standard's string form of a field, as its signatures cover it."""
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    if value is None:
+        return ""
+    return str(value)
+
+
+def _legacy_ok(public: bytes, value: str, signature: Any) -> bool:
+    try:
+        VerifyKey(public).verify(value.encode("utf-8"), base64.b64decode(signature,
+                                                                         validate=True))
+    except (BadSignatureError, NaclValueError, TypeError, ValueError):
+        return False
+    return True

@@ -105,3 +105,54 @@ def test_replays_and_malformed_statements_are_refused() -> None:
             domain="example.org", canary=A, new_canary=A, panic=PANIC, new_panic=PANIC,
             version=1, release=NOW, expiry=NOW, freshness="x", codes=["WAR"]).replace(
                 b'"CODES":["WAR"]', b'"CODES":["WAR","GAG"]'))
+
+
+def legacy(signers: list[int], *, codes: list[str] | None = None,
+           expiry: str = "2027-02-01T00:00:00Z") -> dict[str, Any]:
+    """A statement in the standard's published layout, each field signed on its own over its
+    string form (lists joined by spaces), as the standard's reference client does."""
+    from nacl.signing import SigningKey
+    claim: dict[str, Any] = {
+        "domain": "example.org", "pubkeys": [base64.b64encode(public(seed(h))).decode()
+                                             for h in signers],
+        "panickey": base64.b64encode(public(seed(9))).decode(), "version": "0.1",
+        "release": "2027-01-01T00:00:00Z", "expiry": expiry, "freshness": "00000000000abc",
+        "codes": [c.lower() for c in (canary.CODES if codes is None else codes)]}
+    sigs = {}
+    for h in signers:
+        key = SigningKey(seed(h))
+        sigs[base64.b64encode(public(seed(h))).decode()] = {
+            f: base64.b64encode(key.sign(as_text(claim[f]).encode()).signature).decode()
+            for f in canary.LEGACY_FIELDS}
+    return {"canary": claim, "signatures": sigs}
+
+
+def as_text(value: Any) -> str:
+    return " ".join(value) if isinstance(value, list) else str(value)
+
+
+LEGACY_NOW = 1_798_800_000  # 2027-01-01T12:00Z
+
+
+def test_the_standards_layout_is_read_but_never_fully_valid() -> None:
+    good = json.dumps(legacy([0, 1])).encode()
+    verdict = canary.verify_legacy(pin(), good, LEGACY_NOW)
+    assert verdict.status == "legacy" and "never fully valid" in verdict.reasons[0]
+    with pytest.raises(RefusedError, match="1 pinned canary key"):
+        canary.verify_legacy(pin(), json.dumps(legacy([0, 6])).encode(), LEGACY_NOW)
+    assert canary.verify_legacy(pin(), json.dumps(legacy([9])).encode(),
+                                LEGACY_NOW).status == "panic"
+
+
+def test_a_splice_of_two_legacy_statements_still_verifies_which_is_why_it_is_legacy() -> None:
+    """The standard's weakness, shown: an old all-clear code list with its signatures moved
+    into a newer statement that withdrew codes verifies field by field."""
+    old = legacy([0, 1])
+    new = legacy([0, 1], codes=["CEASE"], expiry="2027-03-01T00:00:00Z")
+    assert canary.verify_legacy(pin(), json.dumps(new).encode(), LEGACY_NOW).status == "failed"
+    new["canary"]["codes"] = old["canary"]["codes"]
+    for signer, fields in new["signatures"].items():
+        fields["codes"] = old["signatures"][signer]["codes"]
+    spliced = canary.verify_legacy(pin(), json.dumps(new).encode(), LEGACY_NOW)
+    assert spliced.status == "legacy", "only the warning tells the watcher"
+    assert "can be combined" in spliced.reasons[0]
