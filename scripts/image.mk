@@ -1,7 +1,7 @@
 # Image targets (included by the top Makefile).  Each delegates to a module under scripts/image/.
 BOARD ?= rpi4
 DEBUG ?= 0
-IMAGE_ARGS = --board $(BOARD) $(if $(filter 1 yes true,$(DEBUG)),--debug,)
+IMAGE_ARGS = --board $(BOARD) $(if $(filter 1 yes true,$(DEBUG)),--debug,) $(if $(TRUST_ROOT),--trust-root $(TRUST_ROOT),)
 BOARDS := $(sort $(filter-out common,$(notdir $(wildcard board/*))))
 comma := ,
 empty :=

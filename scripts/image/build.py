@@ -17,6 +17,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware.protocol import trust
 from firmware.shared.cli import main_guard, module_command
 from firmware.shared.errors import ConfigError, ToolError
 from firmware.shared.proc import output, run
@@ -36,6 +37,7 @@ from scripts.image.hosttools import check_host
 from scripts.image.lock import Pin, fetch, package_list_for, read_lock
 
 OUT = REPO / "out"
+TRUST_ROOT = REPO / "signing" / "trust-root.json"  # committed after the first ceremony
 DPKG_STATUS = "dpkg-status"  # dpkg's database of the root, kept in the work dir for the SBOM
 
 
@@ -82,13 +84,15 @@ class Plan:
     version: str
     pins: list[Pin]
     debs: Path
+    trust_root: Path | None = None  # the ceremony's first root, pinned in the image
 
     def build_info(self) -> str:
+        pinned = sha256_file(self.trust_root) if self.trust_root else "none"
         return (f"version={self.version}\nboard={self.board}\ndebug={int(self.debug)}\n"
-                f"source_date_epoch={self.sde}\n")
+                f"source_date_epoch={self.sde}\ntrust_root_sha256={pinned}\n")
 
 
-def plan(board: str, debug: bool) -> Plan:
+def plan(board: str, debug: bool, trust_root: Path | None = None) -> Plan:
     """Check the board and the host, pin the environment, fetch the locked packages."""
     check_board(board)
     check_host()
@@ -97,8 +101,10 @@ def plan(board: str, debug: bool) -> Plan:
     os.environ["TZ"] = "UTC"
     ver = version()
     stage(f"build: board={board} debug={int(debug)} version={ver} SOURCE_DATE_EPOCH={sde}")
+    if trust_root is not None:  # before anything slow: a root that does not verify stops here
+        trust.first_root(trust_root.read_bytes())
     pins = used_pins(read_lock(), board)
-    return Plan(board, debug, sde, ver, pins, fetch(pins))
+    return Plan(board, debug, sde, ver, pins, fetch(pins), trust_root)
 
 
 def root_slot(p: Plan, work: Path, *, stage_cache: bool) -> tuple[Path, kernel.Kernel,
@@ -111,7 +117,8 @@ def root_slot(p: Plan, work: Path, *, stage_cache: bool) -> tuple[Path, kernel.K
     rootfs.keep_package_database(root, work / DPKG_STATUS)
     trees = kernel.unpack_host(p.pins, p.debs, work)
     k = kernel.find_kernel(trees)
-    layer.apply(root, board=p.board, debug=p.debug, k=k, sde=p.sde, build_info=p.build_info())
+    layer.apply(root, board=p.board, debug=p.debug, k=k, sde=p.sde, build_info=p.build_info(),
+                trust_root=p.trust_root)
     initrd = kernel.initramfs(k, trees, p.board, work, p.sde, debug=p.debug)
     stage("root slot: mksquashfs")
     rootfs.clamp_times(root, p.sde)
@@ -120,8 +127,9 @@ def root_slot(p: Plan, work: Path, *, stage_cache: bool) -> tuple[Path, kernel.K
     return squash, k, trees, initrd
 
 
-def build(board: str, *, debug: bool, out_dir: Path, work: Path, stage_cache: bool) -> Path:
-    p = plan(board, debug)
+def build(board: str, *, debug: bool, out_dir: Path, work: Path, stage_cache: bool,
+          trust_root: Path | None = None) -> Path:
+    p = plan(board, debug, trust_root)
     work.mkdir(parents=True, exist_ok=True)
     squash, k, trees, initrd = root_slot(p, work, stage_cache=stage_cache)
 
@@ -138,6 +146,7 @@ def build(board: str, *, debug: bool, out_dir: Path, work: Path, stage_cache: bo
     extra = direct_boot_files(out_dir / "boot", files) if board.startswith("qemu") else []
     installed = sbom.installed_packages((work / DPKG_STATUS).read_text())
     write_outputs(img, board=board, version=p.version, sde=p.sde, pins=p.pins, extra=extra,
+                  trust_root=p.trust_root,
                   installed=installed)
     stage(f"done: {out_dir} (root {squash.stat().st_size // (1 << 20)} MiB, .img.xz "
           f"{img.with_suffix('.img.xz').stat().st_size // (1 << 20)} MiB)")
@@ -184,7 +193,8 @@ def direct_boot_files(bdir: Path, files: dict[str, Path]) -> list[str]:
 
 
 def write_outputs(img: Path, *, board: str, version: str, sde: int, pins: list[Pin],
-                  extra: list[str], installed: dict[str, tuple[str, str]]) -> None:
+                  extra: list[str], installed: dict[str, tuple[str, str]],
+                  trust_root: Path | None = None) -> None:
     """.img.xz, .bmap, the SPDX SBOM and SHA256SUMS beside the image."""
     stage("outputs: .img.xz (xz -T1: single-threaded, deterministic), .bmap, SBOM, SHA256SUMS")
     out_dir = img.parent
@@ -201,6 +211,10 @@ def write_outputs(img: Path, *, board: str, version: str, sde: int, pins: list[P
         sbom.own_component("coalmine-board", version, sbom.tree_digest(BOARD_DIR, "*"),
                            "board files: boot configuration, layout, module lists, /init"),
     ]
+    if trust_root is not None:
+        own.append(sbom.own_component("coalmine-trust-root", version, sha256_file(trust_root),
+                                      f"first trust root of the signing ceremony, "
+                                      f"{layer.TRUST_ROOT_PATH}"))
     spdx = img.with_suffix(".spdx.json")
     digest = sha256_file(img)
     sbom.write_sbom(spdx, board=board, version=version, sde=sde, image=img, image_sha256=digest,
@@ -221,12 +235,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, help="stage directory (default out/work/<board>)")
     parser.add_argument("--no-stage-cache", action="store_true",
                         help="rebuild the rootfs base even if the stage cache has it")
+    parser.add_argument("--trust-root", type=Path, default=None,
+                        help="the signing ceremony's first root to pin (default "
+                             f"{TRUST_ROOT.relative_to(REPO)} if it exists; without one the "
+                             "image refuses every update)")
     args = parser.parse_args(argv)
     name = args.board + ("-debug" if args.debug else "")
 
     def work() -> None:
+        pinned = args.trust_root or (TRUST_ROOT if TRUST_ROOT.exists() else None)
         build(args.board, debug=args.debug, out_dir=args.out or OUT / name,
-              work=args.work or OUT / "work" / name, stage_cache=not args.no_stage_cache)
+              work=args.work or OUT / "work" / name, stage_cache=not args.no_stage_cache,
+              trust_root=pinned)
 
     sys.exit(main_guard(work, os_hint=OS_HINT))
 

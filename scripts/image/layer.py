@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from firmware.protocol import trust
 from scripts.image import kernel, rootfs
 from scripts.image.common import REPO, board_config, stage
 
@@ -40,6 +41,7 @@ MASK_UNNEEDED = [
     "systemd-initctl.service", "systemd-creds.socket", "systemd-sysext.socket",
 ]
 MASK = MASK_LOGIN + MASK_UNNEEDED
+TRUST_ROOT_PATH = Path("/usr/lib/coalmine/trust-root.json")
 DEBUG_GETTY = """# DEBUG image only: a root shell on the serial console (never by default).
 [Service]
 ExecStart=
@@ -47,11 +49,27 @@ ExecStart=-/usr/sbin/agetty --noclear -n -l /bin/bash --keep-baud 115200 %I $TER
 """
 
 
+def pin_trust_root(root: Path, source: Path | None) -> None:
+    """The first trust root from the signing ceremony, checked (its own root threshold) and
+    pinned at /usr/lib/coalmine/trust-root.json; without one the image pins nothing and every
+    update will be refused (fail closed)."""
+    if source is None:
+        stage("rootfs: no trust root pinned (updates will be refused)")
+        return
+    data = source.read_bytes()
+    pinned = trust.first_root(data)  # a root that does not verify stops the build
+    target = root / TRUST_ROOT_PATH.relative_to("/")
+    target.write_bytes(data)
+    target.chmod(0o644)
+    stage(f"rootfs: trust root {pinned.version} pinned ({source})")
+
+
 def apply(root: Path, *, board: str, debug: bool, k: kernel.Kernel, sde: int,
-          build_info: str) -> None:
+          build_info: str, trust_root: Path | None = None) -> None:
     stage("rootfs: overlay, device runtime, users, units")
     rootfs.add_overlay(root, REPO / "overlay")
     rootfs.add_runtime(root)
+    pin_trust_root(root, trust_root)
     board_defaults = REPO / "board" / board / "device.toml"  # the button's line, the LED
     (root / "etc/coalmine/board.toml").write_bytes(board_defaults.read_bytes())
     (root / "etc/coalmine/board.toml").chmod(0o644)

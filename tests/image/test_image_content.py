@@ -8,6 +8,7 @@ the service users, no world-writable files, no setuid programs, no per-device id
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 import stat
@@ -201,6 +202,20 @@ def test_event_path_and_agent_watchdog(root: Path) -> None:
     assert "RuntimeDirectory" not in agent, "systemd would hand the whole tree to the agent"
     assert agent["ReadWritePaths"] == ["/run/coalmine /data/coalmine/agent"]
     assert (root / "usr/lib/python3/dist-packages/systemd/daemon.py").is_file()
+
+
+def test_the_trust_root_is_pinned_or_its_absence_stated(root: Path) -> None:
+    """No root is committed before the first ceremony: the image then pins none and says so
+    (the installer refuses every update); with signing/trust-root.json it is pinned as is."""
+    repo = Path(__file__).resolve().parents[2]
+    build = (root / "usr/lib/coalmine/BUILD").read_text()
+    committed = repo / "signing" / "trust-root.json"
+    pinned = root / "usr/lib/coalmine/trust-root.json"
+    if committed.exists():
+        assert pinned.read_bytes() == committed.read_bytes()
+        assert f"trust_root_sha256={hashlib.sha256(committed.read_bytes()).hexdigest()}" in build
+    else:
+        assert not pinned.exists() and "trust_root_sha256=none" in build
 
 
 def test_config_mode_is_a_target_and_only_its_applier_writes_settings(root: Path) -> None:

@@ -60,3 +60,4 @@ def test_relabelled_truncated_and_crafted_files_are_refused() -> None:
         keyfile.unseal(json.dumps(greedy).encode(), PASS)
     with pytest.raises(ValueError, match="at least 12"):
         keyfile.seal(SEED, "release", "alice", "short", FAST)
+
