@@ -10,6 +10,9 @@ faster one; this x86 builder may have SHA-NI, which flatters SHA-256 here).  Eac
 run with the other core kept busy by a second process.  Figures on the emulated arm64 board
 would measure QEMU's translator, not a Pi, so none are printed.
 
+Also printed: the time one holder key takes to open with the shipped Argon2id parameters (what
+each holder waits for at the ceremony, and what each passphrase guess costs an attacker).
+
 Run: python3 -m bench.release_verify [--mib 384]
 """
 
@@ -32,6 +35,7 @@ from bench._reference import Reference
 from firmware.protocol import envelope as env
 from firmware.protocol import trust
 from firmware.shared.cli import main_guard
+from signing import keyfile
 from tests.protocol.test_trust import NOW, Repo, signed
 
 CHUNK = 1 << 20
@@ -116,6 +120,12 @@ def main(argv: list[str] | None = None) -> None:
                              f"{seconds * 1000 + sig_ms:,.0f} ms"])
     print(f"  manifest 3 of 5 signatures: {sig_ms:.2f} ms CPU per verification "
           f"({sig_ms * 1000 / ref.py_us:.1f} ref)")
+    params = keyfile.KdfParams()
+    sealed = keyfile.seal(bytes(32), "release", "bench", "correct horse battery", params)
+    start = time.perf_counter()
+    keyfile.unseal(sealed, "correct horse battery")
+    print(f"  one holder key unlock (Argon2id {params.memlimit >> 20} MiB, {params.opslimit} "
+          f"passes, the shipped parameters): {time.perf_counter() - start:.2f} s")
     print(table(["hashing the root slot", "throughput", f"{args.mib} MiB", "whole release"],
                 rows))
     print(f"  reference: {ref.line()}")
