@@ -36,6 +36,7 @@ DAY = 86400
 CHUNK = 1 << 20
 WATCH_MAX_BYTES = env.MAX_ENVELOPE
 LEGACY_EXIT = 3
+FETCH_EXIT = 4
 
 
 def main(argv: list[str] | None = None, *, udev: media.Udev | None = None,
@@ -310,7 +311,8 @@ def canary_pin(args: argparse.Namespace, console: Console, udev: media.Udev | No
 
 def canary_verify(args: argparse.Namespace, console: Console, udev: media.Udev | None) -> int:
     """Exit 0 all clear; 1 failed or panic (the reason on stdout); 3 a legacy-layout statement
-    whose signatures verify field by field (never fully valid); 65 refused."""
+    whose signatures verify field by field (never fully valid); 4 the statement could not be
+    fetched; 65 refused."""
     checks, status = 0, 0
     while True:
         pin = _read_pin(args.pin)
@@ -321,6 +323,9 @@ def canary_verify(args: argparse.Namespace, console: Console, udev: media.Udev |
         except RefusedError as exc:
             console.say(f"ALERT {args.statement}: refused: {exc.message}")
             status = exc.exit_code
+        except OSError as exc:  # unreachable or missing: a watcher says so and goes on
+            console.say(f"ALERT {args.statement}: cannot fetch the statement: {exc}")
+            status = FETCH_EXIT
         else:
             if verdict.status == "ok":
                 console.say(f"ok {args.statement}: statement {verdict.pin.version}, all codes "

@@ -172,6 +172,10 @@ def test_canary_verify_exits_non_zero_with_the_reason(
     again = subprocess.run([*cmd, str(tmp / "canary.json")], cwd=REPO, capture_output=True,
                            text=True, check=False)
     assert again.returncode == 65 and "not newer than 1" in again.stdout, "replay: pin moved"
+    watch = subprocess.run([sys.executable, "-m", "signing", "canary", "watch", "--pin", str(pin),
+                            "--every", "0.1", "--count", "2", str(tmp_path / "gone.json")],
+                           cwd=REPO, capture_output=True, text=True, check=False)
+    assert watch.returncode == 4 and watch.stdout.count("cannot fetch the statement") == 2
 
 
 def test_key_commands_refuse_while_a_network_is_up(tmp_path: Path) -> None:
