@@ -97,8 +97,12 @@ def plan(board: str, debug: bool, trust_root: Path | None = None) -> Plan:
     check_board(board)
     check_host()
     sde = source_date_epoch()
-    os.environ["SOURCE_DATE_EPOCH"] = str(sde)
-    os.environ["TZ"] = "UTC"
+    # What differs between builders must not reach the bytes: file modes never depend on the
+    # umask (the services read /usr/lib/coalmine as their own users), nor messages and sort
+    # orders on the locale, nor times on the zone (check-repro varies all three).
+    os.umask(0o022)
+    os.environ.update({"SOURCE_DATE_EPOCH": str(sde), "TZ": "UTC", "LC_ALL": "C.UTF-8",
+                       "LANG": "C.UTF-8"})
     ver = version()
     stage(f"build: board={board} debug={int(debug)} version={ver} SOURCE_DATE_EPOCH={sde}")
     if trust_root is not None:  # before anything slow: a root that does not verify stops here

@@ -3,7 +3,9 @@
 The first build is a normal one (it may take the rootfs base from the stage cache); the second
 starts from empty stage directories and bypasses the stage cache, so mmdebstrap, the layer, the
 initramfs and every filesystem are made again.  Only the download cache is shared (it holds
-exactly the locked, hash-checked .debs).  When outputs differ, the intermediate artefacts are
+exactly the locked, hash-checked .debs).  The second build also varies what another builder
+would (``VARIED``, after reprotest's list): umask, locale, time zone, host name (in a UTS
+namespace of its own) and the build path.  When outputs differ, the intermediate artefacts are
 compared too, to point at the stage that is not reproducible (then run diffoscope on them).
 """
 
@@ -16,10 +18,20 @@ from pathlib import Path
 
 from firmware.shared.cli import main_guard, module_command
 from firmware.shared.errors import InputError
+from firmware.shared.proc import run
 from scripts.image import build
 from scripts.image.common import OS_HINT, REPO, sha256_file, stage
 
 STAGE_FILES = ["rootfs-base.tar", "initrd.img", "root.squashfs", "boot.vfat"]
+VARIED = {"umask": "077", "LANG": "fr_FR.UTF-8", "LC_ALL": "fr_FR.UTF-8",
+          "TZ": "Pacific/Chatham", "hostname": "elsewhere-builder"}
+
+
+def varied(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """``argv`` as another builder would run it: (command, environment overrides)."""
+    script = (f'umask {VARIED["umask"]} && hostname {VARIED["hostname"]} && exec "$@"')
+    env = {k: v for k, v in VARIED.items() if k.isupper()}
+    return ["unshare", "--uts", "sh", "-c", script, "sh", *argv], env
 
 
 def sums(path: Path) -> dict[str, str]:
@@ -40,10 +52,15 @@ def compare(board: str, base: Path) -> list[str]:
     """Two builds into base/1 and base/2; returns the differing output names."""
     shutil.rmtree(base, ignore_errors=True)
     runs = []
-    for n, cached in ((1, True), (2, False)):
-        stage(f"check-repro: build {n} of 2 ({'stage cache allowed' if cached else 'no caches'})")
+    for n in (1, 2):
         out, work = base / str(n), base / f"work-{n}"
-        build.build(board, debug=False, out_dir=out, work=work, stage_cache=cached)
+        if n == 1:
+            stage("check-repro: build 1 of 2 (stage cache allowed)")
+            build.build(board, debug=False, out_dir=out, work=work, stage_cache=True)
+        else:
+            stage(f"check-repro: build 2 of 2 (no caches; another builder: {VARIED})")
+            argv, env = varied(build.command(board, out, "--no-stage-cache"))  # work-2
+            run(argv, env=env, timeout=None)
         runs.append((out, work))
     differ = differing(runs[0][0] / "SHA256SUMS", runs[1][0] / "SHA256SUMS")
     if not differ:

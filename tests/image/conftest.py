@@ -8,22 +8,28 @@ costs one quick build per board; a cold one (CI) builds the base once for both b
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from scripts.image import repro
 from scripts.image.build import command
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def build(board: str, out: Path, *extra: str) -> Path:
-    """Run the real entry point; on failure show the end of its log."""
+def build(board: str, out: Path, *extra: str, varied: bool = False) -> Path:
+    """Run the real entry point (``varied``: as another builder would, see
+    scripts.image.repro.VARIED); on failure show the end of its log."""
     log = out.parent / f"build-{out.name}.log"
+    argv, env = command(board, out, *extra), dict[str, str]()
+    if varied:
+        argv, env = repro.varied(argv)
     with log.open("wb") as f:
-        proc = subprocess.run(command(board, out, *extra), cwd=REPO, stdout=f,
-                              stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.run(argv, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, check=False,
+                              env={**os.environ, **env})
     if proc.returncode:
         pytest.fail(f"image build failed ({proc.returncode}):\n"
                     + log.read_text(errors="replace")[-4000:])
