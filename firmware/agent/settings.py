@@ -106,7 +106,7 @@ class SettingsFetcher:
                 "VERSION": first.version, "REASON": exc.message}))
             return 0.0
         try:  # the pin first: the applier takes the document only with a pin beside it
-            pin = f"{beacon.device_id.hex()} {self.pairer.settings_key.hex()}\n"
+            pin = signed.Pin(beacon.device_id, self.pairer.settings_key).text()
             write_atomic(self.cfg.settings_pin, pin.encode(), 0o644, dir_mode=0o755)
             write_atomic(self.path, bytes(wire), 0o644, dir_mode=0o755)
         except StorageError as exc:  # the console hears why nothing will be applied

@@ -28,7 +28,6 @@ from firmware.eventpath import FlushingSink
 from firmware.protocol import settings as signed
 from firmware.protocol.catalogue import EventCode
 from firmware.protocol.event import Event
-from firmware.protocol.keys import DEVICE_ID_LEN
 from firmware.shared.atomic import write_atomic
 from firmware.shared.errors import CoalmineError, InputError
 from firmware.shared.readfile import read_bounded
@@ -41,24 +40,8 @@ POLL = 1.0
 SETTLE = 5.0  # seconds after networkd's reload before a heartbeat proves the new network
 
 
-@dataclass(frozen=True)
-class Pin:
-    """This device's id and the console's settings key, as the agent pinned them at pairing."""
-
-    device_id: bytes
-    key: bytes
-
-    def text(self) -> str:
-        return f"{self.device_id.hex()} {self.key.hex()}\n"
-
-
-def read_pin(path: Path) -> Pin | None:
-    words = read_bounded(path, PIN_BYTES).decode("ascii", "replace").split()
-    try:
-        pin = Pin(bytes.fromhex(words[0]), bytes.fromhex(words[1]))
-    except (IndexError, ValueError):
-        return None
-    return pin if len(pin.device_id) == DEVICE_ID_LEN and len(pin.key) == 32 else None
+def read_pin(path: Path) -> signed.Pin | None:
+    return signed.Pin.parse(read_bounded(path, PIN_BYTES))
 
 
 @dataclass
@@ -174,7 +157,7 @@ class Applier:
             "VERSION": version, "CHANGED": " ".join(keys)}))
         return True
 
-    def _keep(self, pin: Pin, wire: bytes, version: int) -> None:
+    def _keep(self, pin: signed.Pin, wire: bytes, version: int) -> None:
         """What is in effect now, on the data partition (the pin first: the document is only
         used with a pin beside it) and for the agent's heartbeats."""
         write_atomic(self.cfg.settings_dir / PIN_FILE, pin.text().encode(), 0o644,

@@ -140,12 +140,7 @@ def keyset(value: Any, what: str) -> KeySet:
     keys, threshold = value["keys"], value["threshold"]
     if not isinstance(keys, dict) or not 0 < len(keys) <= MAX_KEYS:
         raise RefusedError(f"canary: {what} must hold 1 to 16 keys")
-    out = {}
-    for kid, text in keys.items():
-        public = env.b64(text, f"{what} key")
-        if len(public) != env.KEY_LEN or env.key_id(public) != kid:
-            raise RefusedError(f"canary: {what} key {kid!r} is not under its own id")
-        out[kid] = public
+    out = {kid: env.public_key(kid, text, f"canary: {what}") for kid, text in keys.items()}
     if type(threshold) is not int or not 1 <= threshold <= len(out):
         raise RefusedError(f"canary: {what} threshold {threshold!r} of {len(out)} keys")
     return KeySet(out, threshold)

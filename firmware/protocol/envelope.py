@@ -66,6 +66,14 @@ class Envelope:
         return Envelope(self.role, self.payload, self.signatures + extra)
 
 
+def public_key(kid: str, text: Any, what: str) -> bytes:
+    """The Ed25519 key a document lists under ``kid``: base64 of 32 bytes whose id is ``kid``."""
+    public = b64(text, f"{what} key {kid}")
+    if len(public) != KEY_LEN or key_id(public) != kid:
+        raise RefusedError(f"{what}: key {kid!r} is not an Ed25519 key under its own id")
+    return public
+
+
 def canonical(doc: Mapping[str, Any]) -> bytes:
     """The payload bytes the signer writes (readers never re-serialise: they keep the bytes)."""
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()

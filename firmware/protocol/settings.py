@@ -35,6 +35,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
 from nacl.signing import SigningKey, VerifyKey
 
+from firmware.protocol.keys import DEVICE_ID_LEN
 from firmware.shared.errors import AuthenticationError, DecodeError
 
 DOMAIN = b"coalmine settings v1\x00"
@@ -150,6 +151,28 @@ def verify(verify_key: bytes, wire: bytes, device_id: bytes, current_version: in
     if problems:
         raise DecodeError("invalid signed settings: " + "; ".join(problems), offset=SIGNATURE_LEN)
     return Settings(device_id, version, doc["s"])
+
+
+@dataclass(frozen=True)
+class Pin:
+    """This device's id and the settings key it pinned at pairing, as the agent hands them to
+    the applier and the applier keeps them: ``"<id hex> <key hex>\\n"``."""
+
+    device_id: bytes
+    key: bytes
+
+    def text(self) -> str:
+        return f"{self.device_id.hex()} {self.key.hex()}\n"
+
+    @classmethod
+    def parse(cls, data: bytes) -> Pin | None:
+        """The pin in ``data``; None for anything else."""
+        words = data.decode("ascii", "replace").split()
+        try:
+            pin = cls(bytes.fromhex(words[0]), bytes.fromhex(words[1]))
+        except (IndexError, ValueError):
+            return None
+        return pin if len(pin.device_id) == DEVICE_ID_LEN and len(pin.key) == 32 else None
 
 
 def kept(wire: bytes) -> tuple[int, dict[str, Any]]:

@@ -89,12 +89,7 @@ def parse_root(payload: bytes) -> Root:
     keys_doc, roles_doc = doc["keys"], doc["roles"]
     if not isinstance(keys_doc, dict) or not 0 < len(keys_doc) <= MAX_KEYS:
         raise RefusedError("root: keys must be a table of 1 to 32 keys")
-    keys: dict[str, bytes] = {}
-    for kid, text in keys_doc.items():
-        public = env.b64(text, f"key {kid}")
-        if len(public) != env.KEY_LEN or env.key_id(public) != kid:
-            raise RefusedError(f"root: key {kid!r} is not an Ed25519 key under its own id")
-        keys[kid] = public
+    keys = {kid: env.public_key(kid, text, "root") for kid, text in keys_doc.items()}
     if not isinstance(roles_doc, dict) or set(roles_doc) != set(ROOT_ROLES):
         raise RefusedError(f"root: roles must be exactly {', '.join(ROOT_ROLES)}")
     roles = {}
