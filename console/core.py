@@ -137,6 +137,7 @@ class Device:
     last_clone_report: float = 0.0
     clashes: int = 0
     dirty: bool = False
+    beat_floor: int = -1  # its highest heartbeat counter accepted (-1: not known)
 
 
 @dataclass(slots=True)
@@ -170,7 +171,8 @@ class Console:
     """Device registry, replay windows, answer cache and statistics around one ``Store``."""
 
     EMITS: ClassVar[frozenset[EventCode]] = frozenset({EventCode.MESSAGE_UNDECODABLE,
-                                                       EventCode.DEVICE_CLONED})
+                                                       EventCode.DEVICE_CLONED,
+                                                       EventCode.CONSOLE_STATE_ROLLED_BACK})
 
     zone: str
     private_key: OwnPrivateKey
@@ -227,7 +229,7 @@ class Console:
             return
         peer = PeerPublicKey.from_text(row.public_key)
         floor = row.highest_counter
-        kept, session = self._floors.get(row.device_id, (-1, 0))
+        kept, session, beat = self._floors.get(row.device_id, (-1, 0, -1))
         if kept > floor:
             self.restored.append(row.name)
             log.warning("device %r: the database's replay floor %d is below the floors file's "
@@ -235,7 +237,7 @@ class Console:
             floor = kept
         device = Device(row.name, row.device_id, self.private_key.shared_key(peer),
                         ReplayWindow(floor=floor, size=self.limits.replay_window),
-                        public=peer.raw)
+                        public=peer.raw, beat_floor=beat)
         device.sessions.update((e, Session(s, h)) for e, s, h in self.store.sessions(row.device_id))
         newest = floor >> SEQ_BITS
         if floor >= 0 and newest not in device.sessions and kept >= floor:  # the db lost it
@@ -298,7 +300,7 @@ class Console:
     @staticmethod
     def _floor(d: Device) -> floors.Floor:
         newest = d.sessions.get(d.window.highest >> SEQ_BITS)
-        return d.window.highest, newest.session if newest else 0
+        return d.window.highest, newest.session if newest else 0, d.beat_floor
 
     @staticmethod
     def _progress(d: Device) -> Progress:
@@ -408,7 +410,7 @@ class Console:
             device.window.accept(header.counter)
             device.dirty = True
             self.stats["accepted"] += 1
-            reply = self._process(device, body, now)
+            reply = self._process(device, body, now, header.counter)
         elif mine and known is not None and header.counter <= known.highest:
             # a frame this session sent before: a replay (or a resolver's late duplicate)
             return self._reject("replayed" if verdict is Verdict.TOO_OLD else "duplicate", qtype)
@@ -522,11 +524,11 @@ class Console:
 
     # --- what an authentic body means ---------------------------------------------------------
 
-    def _process(self, device: Device, body: bytes, now: float) -> Reply:
+    def _process(self, device: Device, body: bytes, now: float, counter: int) -> Reply:
         """The reply to an authentic body.  Whatever goes wrong in here, even a bug of ours, is
         stored as MESSAGE_UNDECODABLE and acknowledged: the device's queue never sticks."""
         try:
-            return self._understand(device, body, now)
+            return self._understand(device, body, now, counter)
         except CoalmineError as exc:
             self._undecodable(device, f"body: {exc.message}", now)
         except Exception as exc:  # a bug of ours must not mute a device forever
@@ -536,9 +538,13 @@ class Console:
             self._undecodable(device, f"console error: {type(exc).__name__}", now)
         return _acknowledge_anyway(body)
 
-    def _understand(self, device: Device, body: bytes, now: float) -> Reply:
+    def _understand(self, device: Device, body: bytes, now: float, counter: int) -> Reply:
         message = decode_body(body)
         if isinstance(message, Heartbeat):
+            if message.acked > device.beat_floor >= 0:  # we answered a heartbeat we forgot
+                self._raise(device, EventCode.CONSOLE_STATE_ROLLED_BACK, {
+                    "ACKED": message.acked, "HELD": device.beat_floor}, now)
+            device.beat_floor = max(device.beat_floor, counter)
             for code, data in health.on_heartbeat(device.health, message, now,
                                                   self.limits.health):
                 self._raise(device, code, data, now)

@@ -6,7 +6,9 @@ week's backup would roll it back and reopen a week of recorded frames to replay.
 are also written, atomically, to their own small file beside the database on every flush; at
 start the console takes the higher of the two and reports any device whose database floor was
 lower (a restored database).  With each floor goes the session of the device's newest epoch, so
-frames recorded from that epoch are still recognised as replays after a database restore.
+frames recorded from that epoch are still recognised as replays after a database restore.  With
+them goes the device's highest heartbeat counter: a device whose heartbeat names an acknowledged
+heartbeat above it shows that the whole state directory went back (CONSOLE_STATE_ROLLED_BACK).
 docs/console.md says what to back up and what never to restore.
 """
 
@@ -24,7 +26,8 @@ log = logging.getLogger(__name__)
 FILE = "floors"
 
 
-Floor = tuple[int, int]  # (highest counter, session of the newest epoch)
+# (highest counter, session of the newest epoch, highest heartbeat counter; -1: not known)
+Floor = tuple[int, int, int]
 
 
 def read(path: Path) -> dict[bytes, Floor]:
@@ -40,15 +43,16 @@ def read(path: Path) -> dict[bytes, Floor]:
     for no, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         try:
-            out[bytes.fromhex(fields[0])] = (int(fields[1]), int(fields[2], 16))
+            beat = int(fields[3]) if len(fields) > 3 else -1  # files before the column
+            out[bytes.fromhex(fields[0])] = (int(fields[1]), int(fields[2], 16), beat)
         except (IndexError, ValueError):
             log.error("%s:%d: damaged line ignored", path, no)
     return out
 
 
 def write(path: Path, floors: Mapping[bytes, Floor]) -> None:
-    write_atomic(path, "".join(f"{d.hex()} {c} {s:08x}\n"
-                               for d, (c, s) in sorted(floors.items())).encode())
+    write_atomic(path, "".join(f"{d.hex()} {c} {s:08x} {h}\n"
+                               for d, (c, s, h) in sorted(floors.items())).encode())
 
 
 class Writer:

@@ -65,6 +65,8 @@ class Beacon:
         self.on_progress = on_progress  # called after every exchange (watchdog liveness)
         self.body_size = frame.body_size(self.zone)
         self.stale_jumps = 0
+        self.last_counter = 0  # of the newest frame sent
+        self._acked = (0, 0)  # counters of the last two heartbeats the console acknowledged
 
     def exchange(self, body: Body) -> Reply:
         """One query under a fresh counter (two after a Stale answer); the reply must open."""
@@ -80,6 +82,7 @@ class Beacon:
 
     def _once(self, body: Body) -> Reply:
         header = frame.Header(self.device_id, self.counters.session, self.counters.next())
+        self.last_counter = header.counter
         return self._ask(header, frame.seal(self.key, header, encode_body(body, self.body_size)))
 
     def _ask(self, header: frame.Header, data: bytes) -> Reply:
@@ -104,9 +107,14 @@ class Beacon:
         return reply
 
     def heartbeat(self, beat: Heartbeat) -> HeartbeatAck:
-        reply = self.exchange(beat)
+        """Send ``beat`` with the counter of the heartbeat before the last acknowledged one:
+        a console that holds a lower heartbeat floor lost its state (restored from a backup)
+        and says so.  One heartbeat back, so a console that crashed before writing its last
+        floor does not raise a false alarm."""
+        reply = self.exchange(beat._replace(acked=self._acked[0]))
         if not isinstance(reply, HeartbeatAck):
             raise TransportError("console answered a heartbeat with the wrong reply type")
+        self._acked = (self._acked[1], self.last_counter)
         return reply
 
     def deliver(self, msg_id: int, message: bytes, *, rounds: int = 4) -> None:

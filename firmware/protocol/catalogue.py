@@ -41,6 +41,7 @@ class EventCode(enum.IntEnum):
     DEVICE_CLONED = 1205  # console: two counter streams under one device key
     DEVICE_PAIRED = 1206  # console: the operator approved the device's pairing request
     DEVICE_REVOKED = 1207  # console: the operator revoked the device; its beacons are dropped
+    CONSOLE_STATE_ROLLED_BACK = 1208  # console: a device holds acks the console no longer has
     SSH_NEW_CONNECTION = 4000
     SSH_REMOTE_VERSION = 4001
     SSH_LOGIN_ATTEMPT = 4002
@@ -70,6 +71,8 @@ DESCRIPTIONS: dict[EventCode, str] = {
     EventCode.DEVICE_CLONED: "device key used by two counter streams: cloned or restored card",
     EventCode.DEVICE_PAIRED: "device paired: the operator approved it",
     EventCode.DEVICE_REVOKED: "device revoked by the operator",
+    EventCode.CONSOLE_STATE_ROLLED_BACK: "console state went back (a restored state directory): "
+                                         "recorded traffic may have been accepted again",
     EventCode.SSH_NEW_CONNECTION: "SSH new connection",
     EventCode.SSH_REMOTE_VERSION: "SSH remote version",
     EventCode.SSH_LOGIN_ATTEMPT: "SSH password login attempt",

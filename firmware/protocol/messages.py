@@ -67,6 +67,8 @@ class Heartbeat(NamedTuple):
     store_failed: int = 0  # events that could not be stored (disk full ...) since start
     flags: int = HB_RECEIVER_ALIVE
     settings_version: int = 0  # the signed settings in effect (0: none): the console flags newer
+    acked: int = 0  # counter of the heartbeat before the last one the console acknowledged: a
+    #                 console that no longer holds it lost its state (docs/console.md)
 
 
 
@@ -135,7 +137,7 @@ class SettingsPart(NamedTuple):
 Body = Heartbeat | Fragment | SettingsGet
 Reply = HeartbeatAck | FragmentAck | Stale | RegisterAck | SettingsPart
 
-_HB = struct.Struct(">BIHIIIIIBI")
+_HB = struct.Struct(">BIHIIIIIBIHI")  # ... settings version, acked (48 bits: 16 + 32)
 _FRAG = struct.Struct(">BQBB")
 _SGET = struct.Struct(">BH")
 _SPART = struct.Struct(">BIHH")
@@ -183,10 +185,13 @@ def decode_register(data: bytes) -> Register:
 def encode_body(body: Body, size: int) -> bytes:
     """The body padded to ``size`` bytes (the room one full query name leaves)."""
     if isinstance(body, Heartbeat):
+        if not 0 <= body.acked < 1 << 48:
+            raise ValueError(f"acked counter {body.acked} is not 48 bits")
         raw = _HB.pack(HEARTBEAT, min(body.uptime, _U32), min(body.interval, 0xFFFF),
                        *(min(v, _U32) for v in (body.queue_depth, body.oldest_age, body.dropped,
                                                 body.rejected, body.store_failed)),
-                       body.flags, min(body.settings_version, _U32))
+                       body.flags, min(body.settings_version, _U32),
+                       (body.acked >> 32) & 0xFFFF, body.acked & _U32)
     elif isinstance(body, SettingsGet):
         raw = _SGET.pack(SETTINGS_GET, body.offset)
     else:
@@ -205,8 +210,10 @@ def decode_body(data: bytes) -> Body:
         if len(body) != _HB.size:
             raise DecodeError(f"heartbeat of {len(body)} bytes, not {_HB.size}",
                               offset=min(len(body), _HB.size))
-        _, up, interval, depth, age, dropped, rejected, failed, flags, held = _HB.unpack(body)
-        return Heartbeat(up, interval, depth, age, dropped, rejected, failed, flags, held)
+        (_, up, interval, depth, age, dropped, rejected, failed, flags, held, acked_hi,
+         acked_lo) = _HB.unpack(body)
+        return Heartbeat(up, interval, depth, age, dropped, rejected, failed, flags, held,
+                         acked_hi << 32 | acked_lo)
     if kind == FRAGMENT:
         if len(body) <= _FRAG.size:
             raise DecodeError("truncated or empty fragment", offset=len(body))

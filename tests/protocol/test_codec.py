@@ -85,7 +85,8 @@ SIZE = frame.body_size("c.test")
 bodies = st.one_of(
     st.builds(messages.Heartbeat, *(st.integers(0, 2**32 - 1) for _ in range(1)),
               st.integers(0, 65535), *(st.integers(0, 2**32 - 1) for _ in range(5)),
-              st.integers(0, 255), st.integers(0, 2**32 - 1)),
+              st.integers(0, 255), st.integers(0, 2**32 - 1),
+              acked=st.integers(0, frame.MAX_COUNTER)),
     st.integers(1, 255).flatmap(lambda n: st.builds(
         messages.Fragment, st.integers(0, 2**64 - 1), st.integers(0, n - 1), st.just(n),
         st.binary(min_size=1, max_size=SIZE - messages.FRAGMENT_HEADER_LEN - 1))),

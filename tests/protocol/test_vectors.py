@@ -19,14 +19,14 @@ SESSION = 0x0A0B0C0D
 COUNTER = (7 << 24) | 5
 HEADER = frame.Header(bytes.fromhex("8e7ffcd18b764d6c"), SESSION, COUNTER)
 BEAT = messages.Heartbeat(uptime=3600, interval=60, queue_depth=2, oldest_age=30,
-                          settings_version=3)
+                          settings_version=3, acked=(7 << 24) | 3)
 HB_FRAME = bytes.fromhex(
-    "028e7ffcd18b764d6c0a0b0c0d000007000005e307c05213f14f09eeced9d724d7c3f36149d2f1b8f51f21"
-    "7969f258faab8393c093b1443e7b2b399daa919c34e204137a3e2f5ef689233913aa0ee0ade0ea90dc7a09"
+    "028e7ffcd18b764d6c0a0b0c0d000007000005587c58d095d15435b64932a412ca36736149d2f1b8f51f21"
+    "7969f258faab8393c093b1443e7b2b399daa919c34e20413fa3e285ef68aa33913aa0ee0ade0ea90dc7a09"
     "fcce4fcc742515dc28720e7859ba7cf1203ff90b1fbb74ebbce35eb45d77c0d5a80d53ec068360d8354d28"
     "74b140247676411c6cc0a505dc9b27e354675ed11318")
-HB_NAME = ("0a77vv6hhdr4qr0a1c60q0000s0001f30v0544vh9s4utjmpqsidfgvjc54t5sd."
-           "oukfi2ub9u9cflas3if097ca47ptimectla8pod720g9nkfhfbrr8i8pp2el0to."
+HB_NAME = ("0a77vv6hhdr4qr0a1c60q0000s0001aofhcd15ehagqrci9ikg9ckdjjc54t5sd."
+           "oukfi2ub9u9cflas3if097ca47ptimectla8pod720g9vkfh8brr8l8pp2el0to."
            "5ds3l91n3q17ucsjucegihbn18e877gmdqfjoi0fvp1cfrmt7bnjhltd2tev0db."
            "a0dafm0d0r0r0qkqa3km5028tjm84e6pg550ne9m9v3ahjltk8j30.c.test.")
 HB_REPLY = bytes.fromhex(
@@ -67,7 +67,9 @@ def test_independent_derivation():
     did = hashlib.blake2b(dev_pk, digest_size=8, person=b"coalmine-devid").digest()
     key = crypto_box_beforenm(con_pk, dev_sk)
     header = bytes([2]) + did + SESSION.to_bytes(4, "big") + COUNTER.to_bytes(6, "big")
-    beat = struct.pack(">BIHIIIIIBI", 1, 3600, 60, 2, 30, 0, 0, 0, 1, 3)
+    acked = (7 << 24) | 3
+    beat = struct.pack(">BIHIIIIIBIHI", 1, 3600, 60, 2, 30, 0, 0, 0, 1, 3, acked >> 32,
+                       acked & 0xFFFFFFFF)
     body = beat + b"\x80" + bytes(151 - 35 - len(beat) - 1)
     sealed = header + crypto_secretbox(body, bytes([1]) + header + bytes(4), key)
     assert sealed == HB_FRAME
