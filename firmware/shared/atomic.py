@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from firmware.shared.errors import StorageError
@@ -17,6 +18,26 @@ from firmware.shared.errors import StorageError
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, dir_mode: int = 0o700) -> None:
     """Replace ``path`` with ``data`` durably; the file gets exactly ``mode`` (umask ignored)."""
+    _replace(path, mode, dir_mode, lambda fd: _write_all(fd, data))
+
+
+def copy_atomic(src: Path, path: Path, mode: int = 0o600) -> None:
+    """Like :func:`write_atomic`, streamed from the file ``src`` (large files: cache entries)."""
+    def fill(fd: int) -> None:
+        with src.open("rb") as inp:
+            for block in iter(lambda: inp.read(1 << 20), b""):
+                _write_all(fd, block)
+
+    _replace(path, mode, 0o700, fill)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _replace(path: Path, mode: int, dir_mode: int, fill: Callable[[int], None]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
@@ -24,9 +45,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, dir_mode: int = 
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         try:
             os.fchmod(fd, mode)  # the umask narrowed the mode given to open
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            fill(fd)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -57,3 +76,4 @@ def private_dir(path: Path, mode: int = 0o700) -> Path:
         raise StorageError(f"cannot create {path}: {exc.strerror or exc}",
                            hint="check the path and its permissions") from None
     return path
+

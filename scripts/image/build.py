@@ -19,9 +19,10 @@ from pathlib import Path
 
 from firmware.protocol import trust
 from firmware.shared.cli import main_guard, module_command
-from firmware.shared.errors import ConfigError, ToolError
-from firmware.shared.proc import output, run
-from scripts.image import disk, kernel, layer, rootfs, sbom
+from firmware.shared.errors import ConfigError, UsageError
+from firmware.shared.proc import run
+from scripts.image import disk, kernel, layer, rootfs, sbom, tools
+from scripts.image.archive import stamp
 from scripts.image.common import (
     BOARD_DIR,
     OS_HINT,
@@ -31,25 +32,25 @@ from scripts.image.common import (
     check_board,
     sha256_file,
     source_date_epoch,
+    source_state,
     stage,
 )
-from scripts.image.hosttools import check_host
-from scripts.image.lock import Pin, fetch, package_list_for, read_lock
+from scripts.image.hosttools import check_host, tool_versions
+from scripts.image.lock import Pin, fetch, lock_path, package_list_for, read_full, read_lock
 
 OUT = REPO / "out"
 TRUST_ROOT = REPO / "signing" / "trust-root.json"  # committed after the first ceremony
+BUILD_ENV = "build-env.txt"  # the host's tool versions: diagnostics, not a reproducible output
 DPKG_STATUS = "dpkg-status"  # dpkg's database of the root, kept in the work dir for the SBOM
 
 
-def version() -> str:
+def version(commit: str | None, dirty: bool) -> str:
+    """``0.1.0+g<commit>``, ``.dirty`` when the tree had uncommitted changes."""
     with (REPO / "pyproject.toml").open("rb") as f:
         base = str(tomllib.load(f)["project"]["version"])
-    try:
-        commit = output(["git", "-C", REPO, "rev-parse", "--short=12", "HEAD"],
-                        timeout=60).strip()
-    except (ToolError, OSError):  # not a git checkout, or no git
+    if commit is None:  # not a git checkout, or no git
         return base
-    return f"{base}+g{commit}"
+    return f"{base}+g{commit[:12]}" + (".dirty" if dirty else "")
 
 
 def work_dir(out: Path) -> Path:
@@ -64,10 +65,13 @@ def command(board: str, out: Path, *extra: str) -> list[str]:
 
 
 def used_pins(pins: list[Pin], board: str) -> list[Pin]:
-    """Root packages plus the host packages this board uses (common + its own list)."""
+    """Root packages, the host packages this board uses (common + its own list) and the build
+    tools of this builder's architecture."""
     wanted = set(package_list_for(board, "host-packages.txt"))
-    return [p for p in pins if p.role == "root" or p.name in wanted
-            or p.name.startswith("linux-image-")]
+    arch = tools.builder_arch()
+    return [p for p in pins if p.role == "root"
+            or (p.role == "host" and (p.name in wanted or p.name.startswith("linux-image-")))
+            or (p.role == "build" and arch is not None and p.arch in (arch, "all"))]
 
 
 def render(template: Path, **values: str) -> str:
@@ -85,17 +89,45 @@ class Plan:
     pins: list[Pin]
     debs: Path
     trust_root: Path | None = None  # the ceremony's first root, pinned in the image
+    commit: str | None = None  # the source commit (None: not a git checkout)
+    dirty: bool = False  # the tree had changes not in that commit
+
+    def source(self) -> str:
+        """What the image was made from, for the SBOM: commit, dirty state, lock, archive."""
+        lock = lock_path()
+        releases = " ".join(f"{r.suite}@{stamp(r.date)}" for _, r in
+                            sorted(read_full(lock).releases.items()))
+        return (f"source commit {self.commit or 'unknown'}"
+                f"{' with uncommitted changes' if self.dirty else ''}; package lock "
+                f"{lock.name} sha256 {sha256_file(lock)}; archive state {releases or 'unknown'}")
 
     def build_info(self) -> str:
         pinned = sha256_file(self.trust_root) if self.trust_root else "none"
         return (f"version={self.version}\nboard={self.board}\ndebug={int(self.debug)}\n"
-                f"source_date_epoch={self.sde}\ntrust_root_sha256={pinned}\n")
+                f"commit={self.commit or 'unknown'}\ndirty={int(self.dirty)}\n"
+                f"source_date_epoch={self.sde}\nlock_sha256={sha256_file(lock_path())}\n"
+                f"trust_root_sha256={pinned}\n")
 
 
-def plan(board: str, debug: bool, trust_root: Path | None = None) -> Plan:
-    """Check the board and the host, pin the environment, fetch the locked packages."""
+def write_build_env(path: Path) -> None:
+    """The build host's tool versions, for diagnosis.  Outside SHA256SUMS and the SBOM on
+    purpose: builders differ in them while the bytes must not (make check-repro)."""
+    path.write_text("# host tools of this build (not part of the reproducible outputs)\n"
+                    + "".join(f"{n} {v}\n" for n, v in tool_versions().items()))
+
+
+def plan(board: str, debug: bool, trust_root: Path | None = None, *,
+         release: bool = False) -> Plan:
+    """Check the board and the host, pin the environment, fetch the locked packages.
+    A ``release`` build refuses a tree with uncommitted changes."""
     check_board(board)
     check_host()
+    commit, dirty = source_state()
+    if release and (commit is None or dirty):
+        raise UsageError("a release build needs a clean git checkout: "
+                         + ("this is not one" if commit is None else
+                            "the tree has uncommitted changes (git status)"),
+                         hint="commit or stash the changes, then build again")
     sde = source_date_epoch()
     # What differs between builders must not reach the bytes: file modes never depend on the
     # umask (the services read /usr/lib/coalmine as their own users), nor messages and sort
@@ -103,12 +135,13 @@ def plan(board: str, debug: bool, trust_root: Path | None = None) -> Plan:
     os.umask(0o022)
     os.environ.update({"SOURCE_DATE_EPOCH": str(sde), "TZ": "UTC", "LC_ALL": "C.UTF-8",
                        "LANG": "C.UTF-8"})
-    ver = version()
+    ver = version(commit, dirty)
     stage(f"build: board={board} debug={int(debug)} version={ver} SOURCE_DATE_EPOCH={sde}")
     if trust_root is not None:  # before anything slow: a root that does not verify stops here
         trust.first_root(trust_root.read_bytes())
     pins = used_pins(read_lock(), board)
-    return Plan(board, debug, sde, ver, pins, fetch(pins), trust_root)
+    debs = fetch(pins)
+    return Plan(board, debug, sde, ver, pins, debs, trust_root, commit, dirty)
 
 
 def root_slot(p: Plan, work: Path, *, stage_cache: bool) -> tuple[Path, kernel.Kernel,
@@ -132,9 +165,10 @@ def root_slot(p: Plan, work: Path, *, stage_cache: bool) -> tuple[Path, kernel.K
 
 
 def build(board: str, *, debug: bool, out_dir: Path, work: Path, stage_cache: bool,
-          trust_root: Path | None = None) -> Path:
-    p = plan(board, debug, trust_root)
+          trust_root: Path | None = None, release: bool = False) -> Path:
+    p = plan(board, debug, trust_root, release=release)
     work.mkdir(parents=True, exist_ok=True)
+    tools.install([p.debs / x.deb for x in p.pins if x.role == "build"], work)
     squash, k, trees, initrd = root_slot(p, work, stage_cache=stage_cache)
 
     stage("boot partition: kernel, initramfs, device trees, firmware, config")
@@ -150,8 +184,8 @@ def build(board: str, *, debug: bool, out_dir: Path, work: Path, stage_cache: bo
     extra = direct_boot_files(out_dir / "boot", files) if board.startswith("qemu") else []
     installed = sbom.installed_packages((work / DPKG_STATUS).read_text())
     write_outputs(img, board=board, version=p.version, sde=p.sde, pins=p.pins, extra=extra,
-                  trust_root=p.trust_root,
-                  installed=installed)
+                  trust_root=p.trust_root, installed=installed, source=p.source())
+    write_build_env(out_dir / BUILD_ENV)
     stage(f"done: {out_dir} (root {squash.stat().st_size // (1 << 20)} MiB, .img.xz "
           f"{img.with_suffix('.img.xz').stat().st_size // (1 << 20)} MiB)")
     print((out_dir / "SHA256SUMS").read_text(), end="")
@@ -198,7 +232,7 @@ def direct_boot_files(bdir: Path, files: dict[str, Path]) -> list[str]:
 
 def write_outputs(img: Path, *, board: str, version: str, sde: int, pins: list[Pin],
                   extra: list[str], installed: dict[str, tuple[str, str]],
-                  trust_root: Path | None = None) -> None:
+                  trust_root: Path | None = None, source: str = "") -> None:
     """.img.xz, .bmap, the SPDX SBOM and SHA256SUMS beside the image."""
     stage("outputs: .img.xz (xz -T1: single-threaded, deterministic), .bmap, SBOM, SHA256SUMS")
     out_dir = img.parent
@@ -222,7 +256,7 @@ def write_outputs(img: Path, *, board: str, version: str, sde: int, pins: list[P
     spdx = img.with_suffix(".spdx.json")
     digest = sha256_file(img)
     sbom.write_sbom(spdx, board=board, version=version, sde=sde, image=img, image_sha256=digest,
-                    pins=pins, own=own, installed=installed)
+                    pins=pins, own=own, installed=installed, source=source)
     sbom.write_sums(out_dir, [img.name, xz.name, bmap.name, spdx.name, *extra],
                     known={img.name: digest})
 
@@ -243,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the signing ceremony's first root to pin (default "
                              f"{TRUST_ROOT.relative_to(REPO)} if it exists; without one the "
                              "image refuses every update)")
+    parser.add_argument("--release", action="store_true",
+                        help="refuse to build from a tree with uncommitted changes")
     args = parser.parse_args(argv)
     name = args.board + ("-debug" if args.debug else "")
 
@@ -250,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         pinned = args.trust_root or (TRUST_ROOT if TRUST_ROOT.exists() else None)
         build(args.board, debug=args.debug, out_dir=args.out or OUT / name,
               work=args.work or OUT / "work" / name, stage_cache=not args.no_stage_cache,
-              trust_root=pinned)
+              trust_root=pinned, release=args.release)
 
     sys.exit(main_guard(work, os_hint=OS_HINT))
 

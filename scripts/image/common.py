@@ -87,6 +87,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def source_state() -> tuple[str | None, bool]:
+    """(commit, dirty): the checkout's HEAD and whether anything differs from it (tracked or
+    untracked files, ignored ones aside); (None, False) outside a git checkout."""
+    try:
+        commit = output(["git", "-C", REPO, "rev-parse", "HEAD"], timeout=60).strip()
+        changes = output(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=all"],
+                         timeout=60)
+    except (ToolError, OSError):
+        return None, False
+    return commit, bool(changes.strip())
+
+
 def source_date_epoch() -> int:
     """SOURCE_DATE_EPOCH: from the environment, else the last commit, else a documented constant.
 
@@ -107,10 +119,11 @@ def source_date_epoch() -> int:
     return 1735689600
 
 
-def host_mirror() -> str:
-    """The Debian mirror: $COALMINE_MIRROR, else the host's apt sources (read at run time)."""
+def host_mirror(suffix: str = "/debian") -> str:
+    """The Debian mirror: $COALMINE_MIRROR, else the host's apt sources (read at run time).
+    ``suffix="/debian-security"`` finds the host's security mirror the same way."""
     env = os.environ.get("COALMINE_MIRROR")
-    if env:
+    if env and suffix == "/debian":
         return env.rstrip("/")
     candidates: list[Path] = [Path("/etc/apt/sources.list")]
     sdir = Path("/etc/apt/sources.list.d")
@@ -121,7 +134,7 @@ def host_mirror() -> str:
             continue
         for line in path.read_text(errors="replace").splitlines():
             for url in re.findall(r"(https?://\S+)", line.split("#", 1)[0]):
-                if str(url).rstrip("/").endswith("/debian"):
+                if str(url).rstrip("/").endswith(suffix):
                     return str(url).rstrip("/")
     raise ConfigError(
         "no Debian mirror found in the host's apt sources",

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from firmware.shared.errors import EnvironmentFault, ToolError
+from firmware.shared.proc import output
 from scripts.image.common import REPO, list_file
 
 # tool -> Debian package that ships it
@@ -51,3 +52,12 @@ def check_host() -> None:
         raise EnvironmentFault("the image build must run as root (mmdebstrap --mode=root, "
                                "files owned by the image's users)",
                                hint="run: sudo make image")
+
+
+def tool_versions() -> dict[str, str]:
+    """Debian package -> version of every host tool the build runs (and the libraries whose
+    version changed bytes before: libzstd1 under mksquashfs), from dpkg's database."""
+    wanted = {*TOOLS.values(), "libzstd1", "liblzma5", "zlib1g", "tar", "apt"}
+    out = output(["dpkg-query", "-W", "-f", "${Package} ${Version}\n"])
+    pairs = (line.split(" ", 1) for line in out.splitlines() if " " in line)
+    return {name: version for name, version in sorted(pairs) if name in wanted}

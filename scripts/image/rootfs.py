@@ -5,7 +5,8 @@ Two steps, because they cost very differently:
 * ``base()``: mmdebstrap installs exactly the locked ``root`` packages from a throw-away local
   repository made of the cached .debs (no network, no other version can sneak in).  Maintainer
   scripts run under qemu-user emulation, which makes this the slow step, so its tarball is kept
-  in a stage cache keyed by everything it depends on (lock, recipe, mmdebstrap options).
+  in a stage cache keyed by everything it depends on (lock with every package's SHA-256,
+  recipe, mmdebstrap options) and checked before use (scripts/image/cache.py).
   ``make check-repro`` turns the stage cache off to prove the step itself is reproducible.
 * ``customize()``: on the build host, quick: overlay, the device runtime, users, units,
   stripping (no package manager, docs, man pages, locales; no setuid bits), first-boot identity.
@@ -19,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from firmware.shared.proc import output, run
+from scripts.image import cache
 from scripts.image.common import ARCH, REPO, SUITE, cache_dir, stage
 from scripts.image.lock import Pin, lock_epoch
 
@@ -57,10 +59,11 @@ def base(pins: list[Pin], debs: Path, work: Path, *, use_cache: bool = True) -> 
     key = hashlib.sha256()
     key.update(f"{RECIPE_VERSION} {lock_epoch()}".encode())
     key.update(" ".join(_mmdebstrap_args("X", "Y", roots)).encode())
+    key.update(" ".join(p.sha256 for p in roots).encode())  # the bytes, not only the versions
     key.update(output(["mmdebstrap", "--version"]).encode())
     tar = stage_cache() / f"rootfs-base-{key.hexdigest()[:20]}.tar"
-    if use_cache and tar.is_file():
-        stage(f"rootfs: base from the stage cache {tar}")
+    if use_cache and cache.lookup(tar):
+        stage(f"rootfs: base from the stage cache {tar} (its SHA-256 checked)")
         return tar
     repo = work / "repo"
     shutil.rmtree(repo, ignore_errors=True)
@@ -75,9 +78,7 @@ def base(pins: list[Pin], debs: Path, work: Path, *, use_cache: bool = True) -> 
     run(_mmdebstrap_args(str(repo), str(out), roots),
         env={"SOURCE_DATE_EPOCH": str(lock_epoch())})
     if use_cache:
-        tar.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out, tar.with_suffix(".part"))
-        tar.with_suffix(".part").rename(tar)
+        cache.store(out, tar)
     return out
 
 
@@ -198,8 +199,8 @@ def strip(root: Path) -> None:
         if mode & 0o6000 and not path.is_dir():
             path.chmod(mode & 0o1777)
     for name in ("usr/lib/python3.13", "usr/lib/python3/dist-packages"):
-        for cache in (root / name).rglob("__pycache__"):
-            for pyc in cache.glob("*.opt-*.pyc"):
+        for pycache in (root / name).rglob("__pycache__"):
+            for pyc in pycache.glob("*.opt-*.pyc"):
                 pyc.unlink()
 
 

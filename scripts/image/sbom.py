@@ -23,6 +23,8 @@ from firmware.shared.errors import InputError
 from scripts.image.common import SUITE, sha256_file
 from scripts.image.lock import Pin
 
+BUILD_PREFIX = "SPDXRef-deb-build-"
+
 
 def _spdx_id(text: str) -> str:
     return "SPDXRef-" + "".join(c if c.isalnum() or c in ".-" else "-" for c in text)
@@ -30,7 +32,8 @@ def _spdx_id(text: str) -> str:
 
 def debian_package(pin: Pin) -> dict[str, Any]:
     return {
-        "SPDXID": _spdx_id(f"deb-{pin.name}"),
+        "SPDXID": _spdx_id(f"deb-{pin.name}" if pin.role != "build"
+                           else f"deb-build-{pin.name}-{pin.arch}"),
         "name": pin.name,
         "versionInfo": pin.version,
         "supplier": "Organization: Debian",
@@ -43,8 +46,10 @@ def debian_package(pin: Pin) -> dict[str, Any]:
             "referenceLocator": f"pkg:deb/debian/{pin.name}@{pin.version}"
                                 f"?arch={pin.arch}&distro=debian-{SUITE}",
         }],
-        "comment": ("installed into the root filesystem" if pin.role == "root"
-                    else "unpacked on the build host; only selected files are in the image"),
+        "comment": {"root": "installed into the root filesystem",
+                    "host": "unpacked on the build host; only selected files are in the image",
+                    "build": "the pinned build environment: runs on the build host, none of it "
+                             "is in the image"}[pin.role],
     }
 
 
@@ -91,11 +96,12 @@ def tree_digest(root: Path, pattern: str = "*.py") -> str:
 
 def write_sbom(path: Path, *, board: str, version: str, sde: int, image: Path, image_sha256: str,
                pins: list[Pin], own: list[dict[str, Any]],
-               installed: Mapping[str, tuple[str, str]]) -> None:
+               installed: Mapping[str, tuple[str, str]], source: str = "") -> None:
     """SPDX 2.3 JSON; ``image_sha256`` is passed in (the image is large: hash it once).
 
     ``installed`` is dpkg's view of the root filesystem (:func:`installed_packages`); it must
-    match the root packages of ``pins``.
+    match the root packages of ``pins``.  ``source`` (commit, dirty state, lock and archive
+    state) becomes the creation comment.
     """
     check_installed(pins, installed)
     image_pkg = own_component(f"coalmine-{board}-image", version, image_sha256,
@@ -109,12 +115,18 @@ def write_sbom(path: Path, *, board: str, version: str, sde: int, image: Path, i
         "SPDXID": "SPDXRef-DOCUMENT",
         "name": f"coalmine-{board}-{version}",
         "documentNamespace": f"urn:coalmine:spdx:{board}:{image_sha256}",
-        "creationInfo": {"created": created, "creators": ["Tool: coalmine scripts/image"]},
+        "creationInfo": {"created": created, "creators": ["Tool: coalmine scripts/image"],
+                         "comment": source},
         "documentDescribes": [image_pkg["SPDXID"]],
         "packages": packages,
         "relationships": [
             {"spdxElementId": image_pkg["SPDXID"], "relationshipType": "CONTAINS",
              "relatedSpdxElement": p["SPDXID"]} for p in packages[1:]
+            if not p["SPDXID"].startswith(BUILD_PREFIX)
+        ] + [
+            {"spdxElementId": p["SPDXID"], "relationshipType": "BUILD_TOOL_OF",
+             "relatedSpdxElement": image_pkg["SPDXID"]} for p in packages
+            if p["SPDXID"].startswith(BUILD_PREFIX)
         ],
     }
     path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")

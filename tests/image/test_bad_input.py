@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from firmware.shared.cli import main_guard
-from firmware.shared.errors import EnvironmentFault, InputError, ToolError
+from firmware.shared.errors import EnvironmentFault, InputError, ToolError, UsageError
 from scripts.image import hosttools, lock
 from scripts.image.common import OS_HINT, boards
 
@@ -51,14 +51,14 @@ def test_help() -> None:
     assert proc.returncode == 0 and "--board" in proc.stdout and "--debug" in proc.stdout
 
 
-PIN = lock.Pin("root", "libfoo1", "1.0-1", "arm64", 5, "a" * 64,
+PIN = lock.Pin("root", "libfoo1", "1.0-1", "arm64", 5, "a" * 64, "trixie",
                "pool/main/libf/libfoo/libfoo1_1.0-1_arm64.deb")
 
 
 def test_lock_not_served_by_archive_names_packages_and_fix() -> None:
     index = {("libfoo1", "1.0-2"): {"SHA256": "b" * 64, "Filename": "pool/x.deb"},
              ("libbar", "2"): {"SHA256": "c" * 64, "Filename": "pool/bar.deb"}}
-    bar = lock.Pin("root", "libbar", "2", "arm64", 1, "d" * 64, "pool/bar.deb")
+    bar = lock.Pin("root", "libbar", "2", "arm64", 1, "d" * 64, "trixie", "pool/bar.deb")
     with pytest.raises(InputError) as err:
         lock.check_served([PIN, bar], index)
     text = err.value.message
@@ -108,3 +108,18 @@ def test_not_root_says_sudo(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(EnvironmentFault) as info:
         hosttools.check_host()
     assert "sudo make image" in info.value.hint
+
+
+def test_a_release_build_refuses_uncommitted_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scripts.image import build
+
+    monkeypatch.setattr(build, "check_host", lambda: None)
+    monkeypatch.setattr(build, "source_state", lambda: ("ab" * 20, True))
+    with pytest.raises(UsageError) as err:
+        build.plan("qemu-arm64", False, release=True)
+    assert "uncommitted changes" in err.value.message and "commit" in err.value.hint
+    monkeypatch.setattr(build, "source_state", lambda: (None, False))
+    with pytest.raises(UsageError, match="clean git checkout"):
+        build.plan("qemu-arm64", False, release=True)
+    assert build.version("ab" * 20, True).endswith("+gabababababab.dirty")
+    assert build.version("ab" * 20, False).endswith("+gabababababab")

@@ -295,3 +295,32 @@ coalmine-events to reach its event socket, so no PrivateDevices= and no PrivateU
         assert m, proc.stdout + proc.stderr
         assert float(m.group(1)) <= limit, (name, proc.stdout[-3000:])
         assert stat.S_ISREG((root / "usr/lib/systemd/system" / name).stat().st_mode)
+
+
+def test_the_image_states_its_source_and_build_environment(root: Path, qemu_out: Path) -> None:
+    """BUILD and the SBOM name the exact commit and whether the tree was dirty; the SBOM lists
+    the locked build tools as BUILD_TOOL_OF the image; the host's tools are only diagnostics."""
+    from scripts.image.common import source_state
+    from scripts.image.lock import lock_path, read_lock
+
+    commit, dirty = source_state()
+    assert commit is not None, "the tests run in a git checkout"
+    build = dict(line.split("=", 1) for line in
+                 (root / "usr/lib/coalmine/BUILD").read_text().splitlines())
+    assert build["commit"] == commit and build["dirty"] == str(int(dirty))
+    assert build["version"].endswith(f"+g{commit[:12]}" + (".dirty" if dirty else ""))
+    assert build["lock_sha256"] == hashlib.sha256(lock_path().read_bytes()).hexdigest()
+    doc = json.loads((qemu_out / "coalmine-qemu-arm64.spdx.json").read_text())
+    comment = doc["creationInfo"]["comment"]
+    assert f"source commit {commit}" in comment and build["lock_sha256"] in comment
+    assert "trixie-security@" in comment
+    tools = {r["spdxElementId"] for r in doc["relationships"]
+             if r["relationshipType"] == "BUILD_TOOL_OF"}
+    locked = {p.name for p in read_lock() if p.role == "build"}
+    listed = {p["name"] for p in doc["packages"] if p["SPDXID"] in tools}
+    assert {"squashfs-tools", "libzstd1", "xz-utils", "mtools"} <= listed == locked
+    contained = {r["relatedSpdxElement"] for r in doc["relationships"]
+                 if r["relationshipType"] == "CONTAINS"}
+    assert not tools & contained, "a build tool is not part of the image"
+    env = (qemu_out / "build-env.txt").read_text()
+    assert "squashfs-tools" in env and "build-env.txt" not in (qemu_out / "SHA256SUMS").read_text()
