@@ -13,6 +13,8 @@ if [ ! -e "$binfmt/qemu-aarch64" ]; then
     exit 69
   fi
   [ -e "$binfmt/register" ] || mount -t binfmt_misc binfmt_misc "$binfmt"
-  update-binfmts --enable qemu-aarch64
+  # Debian 12: binfmt-support; Debian 13: qemu-user-binfmt's systemd-binfmt file
+  update-binfmts --enable qemu-aarch64 2>/dev/null ||
+    /usr/lib/systemd/systemd-binfmt /usr/lib/binfmt.d/qemu-aarch64.conf
 fi
 echo "image-deps: host tools and arm64 emulation ready"

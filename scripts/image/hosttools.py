@@ -17,7 +17,9 @@ from scripts.image.common import REPO, list_file
 
 # tool -> Debian package that ships it
 TOOLS = {
-    "mmdebstrap": "mmdebstrap", "arch-test": "arch-test", "qemu-aarch64-static": "qemu-user-static",
+    # qemu-user itself is not run by name (trixie has no qemu-aarch64-static): the binfmt
+    # handler is what runs arm64 programs, checked below
+    "mmdebstrap": "mmdebstrap", "arch-test": "arch-test",
     "mksquashfs": "squashfs-tools", "mkfs.vfat": "dosfstools", "mcopy": "mtools",
     "sfdisk": "fdisk", "bmaptool": "bmap-tools", "xz": "xz-utils", "cpio": "cpio",
     "apt-ftparchive": "apt-utils", "depmod": "kmod", "dpkg-deb": "dpkg", "chroot": "coreutils",
@@ -57,7 +59,8 @@ def check_host() -> None:
 def tool_versions() -> dict[str, str]:
     """Debian package -> version of every host tool the build runs (and the libraries whose
     version changed bytes before: libzstd1 under mksquashfs), from dpkg's database."""
-    wanted = {*TOOLS.values(), "libzstd1", "liblzma5", "zlib1g", "tar", "apt"}
+    wanted = {*TOOLS.values(), "libzstd1", "liblzma5", "zlib1g", "tar", "apt", "qemu-user",
+              "qemu-user-static", "python3"}
     out = output(["dpkg-query", "-W", "-f", "${Package} ${Version}\n"])
     pairs = (line.split(" ", 1) for line in out.splitlines() if " " in line)
     return {name: version for name, version in sorted(pairs) if name in wanted}
