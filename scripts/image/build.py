@@ -14,7 +14,7 @@ import os
 import shutil
 import sys
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from firmware.protocol import trust
@@ -36,7 +36,15 @@ from scripts.image.common import (
     stage,
 )
 from scripts.image.hosttools import check_host, tool_versions
-from scripts.image.lock import Pin, fetch, lock_path, package_list_for, read_full, read_lock
+from scripts.image.lock import (
+    Pin,
+    fetch,
+    lock_path,
+    package_list_for,
+    private_copies,
+    read_full,
+    read_lock,
+)
 
 OUT = REPO / "out"
 TRUST_ROOT = REPO / "signing" / "trust-root.json"  # committed after the first ceremony
@@ -168,6 +176,7 @@ def build(board: str, *, debug: bool, out_dir: Path, work: Path, stage_cache: bo
           trust_root: Path | None = None, release: bool = False) -> Path:
     p = plan(board, debug, trust_root, release=release)
     work.mkdir(parents=True, exist_ok=True)
+    p = replace(p, debs=private_copies(p.pins, p.debs, work / "debs"))
     tools.install([p.debs / x.deb for x in p.pins if x.role == "build"], work)
     squash, k, trees, initrd = root_slot(p, work, stage_cache=stage_cache)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import os
 import re
 import shutil
@@ -33,6 +34,7 @@ from pathlib import Path
 from debian import deb822
 from debian.debian_support import Version
 
+from firmware.shared.atomic import private_dir
 from firmware.shared.cli import main_guard
 from firmware.shared.errors import ConfigError, InputError
 from scripts.image import tools
@@ -327,6 +329,29 @@ def fetch(pins: list[Pin] | None = None) -> Path:
         for p in missing:
             verify(got / p.deb, p)
             shutil.move(got / p.deb, dest / p.deb)
+    return dest
+
+
+def private_copies(pins: list[Pin], cache: Path, dest: Path) -> Path:
+    """Copy the locked .debs out of the cache into the build's own ``dest`` (0700), hashing
+    each copy as it is written: the build reads only these, so a cached file changed after its
+    check (or by another user, later) cannot reach the image."""
+    shutil.rmtree(dest, ignore_errors=True)
+    private_dir(dest)
+    for pin in pins:
+        copy = dest / pin.deb
+        got = hashlib.sha256()
+        with (cache / pin.deb).open("rb") as src, copy.open("xb") as out:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                got.update(block)
+                out.write(block)
+        if got.hexdigest() != pin.sha256:
+            copy.unlink()
+            raise InputError(f"{cache / pin.deb} changed after it was checked: SHA-256 "
+                             f"{got.hexdigest()}, locked {pin.sha256}",
+                             hint=f"someone else writes to {cache}: remove it and build again "
+                                  "(it is only a cache)")
+    stage(f"packages: {len(pins)} locked packages copied into {dest} and checked")
     return dest
 
 

@@ -99,3 +99,25 @@ def test_store_never_writes_through_a_planted_symlink(root: Path) -> None:
     cache.store(src, d / "e.tar")
     assert victim.read_bytes() == b"keep"
     assert (d / "e.tar").read_bytes() == b"new"
+
+
+def test_the_build_reads_only_its_private_copies(root: Path) -> None:
+    """A .deb swapped in the cache after its check never reaches the build: the copies in the
+    work directory are hashed as they are written."""
+    import hashlib
+
+    from firmware.shared.errors import InputError
+    from scripts.image import lock
+
+    cache_dir = root / "dl"
+    cache_dir.mkdir()
+    (cache_dir / "a_1_arm64.deb").write_bytes(b"locked bytes")
+    pin = lock.Pin("root", "a", "1", "arm64", 12, hashlib.sha256(b"locked bytes").hexdigest(),
+                   "trixie", "pool/main/a/a_1_arm64.deb")
+    work = lock.private_copies([pin], cache_dir, root / "work" / "debs")
+    assert (work / pin.deb).read_bytes() == b"locked bytes"
+    assert (work.stat().st_mode & 0o777) == 0o700
+    (cache_dir / "a_1_arm64.deb").write_bytes(b"swapped later")  # after fetch() checked it
+    with pytest.raises(InputError, match="changed after it was checked"):
+        lock.private_copies([pin], cache_dir, root / "work" / "debs")
+    assert not (root / "work" / "debs" / pin.deb).exists()
