@@ -76,6 +76,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--expires-days", type=int, default=90)
     s.add_argument("--out", type=Path, required=True)
     s.set_defaults(run=sign_release)
+    _verify_release_parser(sub)
     c = sub.add_parser("canary", help="warrant-canary statements").add_subparsers(
         required=True, metavar="ACTION")
     ci = c.add_parser("issue", help="a new statement, signed k of n by the canary holders")
@@ -102,6 +103,19 @@ def parser() -> argparse.ArgumentParser:
     cw.add_argument("statement", help="file or http(s) URL")
     cw.set_defaults(run=canary_verify)
     return p
+
+
+def _verify_release_parser(sub: Any) -> None:
+    v = sub.add_parser("verify-release",
+                       help="check downloaded files against a signed release (no key needed)")
+    v.add_argument("--root", type=Path, action="append", required=True, metavar="FILE",
+                   help="the trust root you trust (the one the image pins), then each newer "
+                        "root in order (repeat)")
+    v.add_argument("--release", type=Path, required=True, help="the signed release manifest")
+    v.add_argument("--board", required=True, help="the board the files are for")
+    v.add_argument("files", nargs="+", metavar="NAME=PATH",
+                   help="a component of the release and the downloaded file (e.g. image=...)")
+    v.set_defaults(run=verify_release)
 
 
 # --- keys and roots ------------------------------------------------------------------------------
@@ -260,6 +274,35 @@ def sign_release(args: argparse.Namespace, console: Console, udev: media.Udev | 
     work.log("release", version=release.version, sha256=hashlib.sha256(data).hexdigest())
     session.console.say(f"\nrelease manifest written to {args.out}; transcript signed: "
                         f"{session.sign_transcript()}")
+    return 0
+
+
+def verify_release(args: argparse.Namespace, console: Console, udev: media.Udev | None) -> int:
+    """A user's check of downloaded files: signatures by the release threshold of the newest
+    root reached from the pinned one, expiry, board, and every file's length and hash."""
+    now = int(time.time())
+    root = trust.newest_root(trust.first_root(args.root[0].read_bytes()),
+                             [path.read_bytes() for path in args.root[1:]], now)
+    release = trust.verify_release(root, args.release.read_bytes(), board=args.board, now=now,
+                                   floor=trust.Floor())
+    console.say(f"release {release.version} for {', '.join(release.boards)}: signed by the "
+                f"release keys of trust root {root.version}, expires {_date(release.expires)}")
+    given: set[str] = set()
+    for item in args.files:
+        name, sep, path = item.partition("=")
+        if not sep or name not in release.components:
+            raise UsageError(f"{item!r}: NAME=PATH with NAME one of "
+                             f"{', '.join(sorted(release.components))}")
+        check = trust.ComponentCheck(name, release.components[name])
+        with Path(path).open("rb") as fh:
+            while chunk := fh.read(CHUNK):
+                check.update(chunk)
+        check.finish()
+        given.add(name)
+        console.say(f"  {name}: {path} matches ({release.components[name].length:,} bytes)")
+    left = sorted(set(release.components) - given)
+    if left:
+        console.say(f"  not checked (no file given): {', '.join(left)}")
     return 0
 
 

@@ -338,7 +338,8 @@ def private_copies(pins: list[Pin], cache: Path, dest: Path) -> Path:
     check (or by another user, later) cannot reach the image."""
     shutil.rmtree(dest, ignore_errors=True)
     private_dir(dest)
-    for pin in pins:
+    unique = {p.deb: p for p in pins}  # an arch "all" package may be both root and build
+    for pin in unique.values():
         copy = dest / pin.deb
         got = hashlib.sha256()
         with (cache / pin.deb).open("rb") as src, copy.open("xb") as out:
@@ -351,7 +352,7 @@ def private_copies(pins: list[Pin], cache: Path, dest: Path) -> Path:
                              f"{got.hexdigest()}, locked {pin.sha256}",
                              hint=f"someone else writes to {cache}: remove it and build again "
                                   "(it is only a cache)")
-    stage(f"packages: {len(pins)} locked packages copied into {dest} and checked")
+    stage(f"packages: {len(unique)} locked packages copied into {dest} and checked")
     return dest
 
 

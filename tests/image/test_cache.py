@@ -114,7 +114,7 @@ def test_the_build_reads_only_its_private_copies(root: Path) -> None:
     (cache_dir / "a_1_arm64.deb").write_bytes(b"locked bytes")
     pin = lock.Pin("root", "a", "1", "arm64", 12, hashlib.sha256(b"locked bytes").hexdigest(),
                    "trixie", "pool/main/a/a_1_arm64.deb")
-    work = lock.private_copies([pin], cache_dir, root / "work" / "debs")
+    work = lock.private_copies([pin, pin], cache_dir, root / "work" / "debs")  # once
     assert (work / pin.deb).read_bytes() == b"locked bytes"
     assert (work.stat().st_mode & 0o777) == 0o700
     (cache_dir / "a_1_arm64.deb").write_bytes(b"swapped later")  # after fetch() checked it

@@ -186,3 +186,31 @@ def test_key_commands_refuse_while_a_network_is_up(tmp_path: Path) -> None:
     assert "network interface(s) up: v0; private keys are used only offline" in \
         results[0]["err"]
     assert results[-1]["media"][medium(tmp_path, "zed")] == [], "nothing written"
+
+
+def test_a_user_verifies_downloaded_files_against_the_release(
+        ceremony: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> None:
+    """`verify-release`, as a user runs it on any machine: no key, no air gap; the pinned root,
+    the newer root, the manifest and the files."""
+    tmp, _ = ceremony
+    cmd = [sys.executable, "-m", "signing", "verify-release", "--root", str(tmp / "w/root/1.json"),
+           "--root", str(tmp / "w/root/2.json"), "--release", str(tmp / "release.json")]
+
+    def verify(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cmd, *extra], cwd=REPO, capture_output=True, text=True,
+                              check=False, timeout=60)
+
+    ok = verify("--board", "rpi4", f"root={tmp / 'slot.img'}", f"boot/vmlinuz={tmp / 'vmlinuz'}")
+    assert ok.returncode == 0, ok.stderr
+    assert "release 7 for rpi4: signed by the release keys of trust root 2" in ok.stdout
+    assert "root: " in ok.stdout and "matches (100,000 bytes)" in ok.stdout
+    partial = verify("--board", "rpi4", f"root={tmp / 'slot.img'}")
+    assert partial.returncode == 0 and "not checked (no file given): boot/vmlinuz" in partial.stdout
+    altered = tmp_path / "slot.img"
+    altered.write_bytes(b"\x5a" * 99_999 + b"\x00")
+    bad = verify("--board", "rpi4", f"root={altered}")
+    assert bad.returncode != 0 and "root: content differs from the signed release" in bad.stderr
+    other = verify("--board", "qemu-arm64", f"root={tmp / 'slot.img'}")
+    assert other.returncode != 0 and "not qemu-arm64" in other.stderr
+    wrong_name = verify("--board", "rpi4", f"image={tmp / 'slot.img'}")
+    assert wrong_name.returncode != 0 and "boot/vmlinuz, root" in wrong_name.stderr
