@@ -89,7 +89,7 @@ STAT_NAMES = (
     "queries", "accepted", "duplicate", "replayed", "auth_failed", "unknown_device",
     "undecodable", "events_stored", "storage_failed", "stale", "bad_device_rows",
     "floors_failed", "authentic_undecodable", "internal_errors", "revoked", "registrations",
-    "registration_throttled", "registration_bad_key", "registration_replayed",
+    "registration_throttled", "registration_bad_key", "registration_replayed", "bad_acked",
 )
 CachedKey = bytes  # the frame's device id, session and counter, as sent
 
@@ -138,6 +138,7 @@ class Device:
     clashes: int = 0
     dirty: bool = False
     beat_floor: int = -1  # its highest heartbeat counter accepted (-1: not known)
+    rollback_reported: bool = False  # CONSOLE_STATE_ROLLED_BACK raised since this start
 
 
 @dataclass(slots=True)
@@ -541,10 +542,7 @@ class Console:
     def _understand(self, device: Device, body: bytes, now: float, counter: int) -> Reply:
         message = decode_body(body)
         if isinstance(message, Heartbeat):
-            if message.acked > device.beat_floor >= 0:  # we answered a heartbeat we forgot
-                self._raise(device, EventCode.CONSOLE_STATE_ROLLED_BACK, {
-                    "ACKED": message.acked, "HELD": device.beat_floor}, now)
-            device.beat_floor = max(device.beat_floor, counter)
+            self._rolled_back(device, message.acked, counter, now)
             for code, data in health.on_heartbeat(device.health, message, now,
                                                   self.limits.health):
                 self._raise(device, code, data, now)
@@ -555,6 +553,18 @@ class Console:
         if isinstance(message, SettingsGet):
             return self._settings_part(device, message.offset)
         return self._fragment(device, message, now)
+
+    def _rolled_back(self, device: Device, acked: int, counter: int, now: float) -> None:
+        """A heartbeat naming an acknowledged heartbeat above the floor we hold: our state went
+        back.  Raised once per device and console start (a compromised device could otherwise
+        raise it at will); an ``acked`` that is not below the frame's own counter is a lie."""
+        if acked >= counter:
+            self.stats["bad_acked"] += 1
+        elif acked > device.beat_floor >= 0 and not device.rollback_reported:
+            device.rollback_reported = True
+            self._raise(device, EventCode.CONSOLE_STATE_ROLLED_BACK, {
+                "ACKED": acked, "HELD": device.beat_floor}, now)
+        device.beat_floor = max(device.beat_floor, counter)
 
     def _settings_part(self, device: Device, offset: int) -> SettingsPart:
         """A piece of the device's newest signed settings (it asks only in config mode)."""

@@ -138,6 +138,7 @@ Body = Heartbeat | Fragment | SettingsGet
 Reply = HeartbeatAck | FragmentAck | Stale | RegisterAck | SettingsPart
 
 _HB = struct.Struct(">BIHIIIIIBIHI")  # ... settings version, acked (48 bits: 16 + 32)
+_HB_V1 = struct.Struct(">BIHIIIIIBI")  # the same without acked: still read
 _FRAG = struct.Struct(">BQBB")
 _SGET = struct.Struct(">BH")
 _SPART = struct.Struct(">BIHH")
@@ -207,6 +208,8 @@ def decode_body(data: bytes) -> Body:
     body = unpad(data)
     kind = body[0] if body else -1
     if kind == HEARTBEAT:
+        if len(body) == _HB_V1.size:  # agents before the acked field
+            body = body + bytes(_HB.size - _HB_V1.size)
         if len(body) != _HB.size:
             raise DecodeError(f"heartbeat of {len(body)} bytes, not {_HB.size}",
                               offset=min(len(body), _HB.size))

@@ -69,8 +69,15 @@ class Release:
                          line.strip())
         if m is None:
             return None
-        return cls(m.group(1), calendar.timegm(time.strptime(m.group(2), "%Y%m%dT%H%M%SZ")),
-                   m.group(3))
+        try:
+            when = calendar.timegm(time.strptime(m.group(2), "%Y%m%dT%H%M%SZ"))
+        except ValueError:  # 20261399T...: a malformed line, reported as such
+            return None
+        return cls(m.group(1), when, m.group(3))
+
+
+def _rank(suite: str) -> int:
+    return SUITES.index(suite) if suite in SUITES else len(SUITES)
 
 
 def stamp(t: int) -> str:
@@ -159,9 +166,10 @@ class AptIndex:
             suite = m.group(1) if m else SUITE
             with path.open(encoding="utf-8", errors="replace") as fh:
                 for para in deb822.Packages.iter_paragraphs(fh, use_apt_pkg=False):
-                    if "Package" in para and "Version" in para:
-                        index.setdefault((para["Package"], para["Version"]),
-                                         {**dict(para), "Suite": suite})
+                    key = (para.get("Package", ""), para.get("Version", ""))
+                    if all(key) and (key not in index or _rank(suite) <
+                                     _rank(index[key]["Suite"])):
+                        index[key] = {**dict(para), "Suite": suite}
         return index
 
     def releases(self) -> dict[str, Release]:
@@ -206,21 +214,43 @@ class AptIndex:
                                  hint="check the network, or set COALMINE_MIRROR") from None
 
 
+SNAPSHOT_LAG = (6 * 3600, 12 * 3600, 24 * 3600, 3 * 24 * 3600)  # after the index's date
+
+
 def snapshot_url(base: str, suite: str, when: int, pool_path: str) -> str:
     """Where Debian's snapshot archive keeps ``pool_path`` as the archive served it at ``when``."""
     archive = "debian-security" if suite == SECURITY else "debian"
     return f"{base.rstrip('/')}/archive/{archive}/{stamp(when)}/{pool_path}"
 
 
-def fetch_url(url: str, dest: Path, *, timeout: float = 120.0) -> None:
-    """Download ``url`` to ``dest`` (the caller checks the hash); a clear error on failure."""
+def fetch_snapshot(base: str, suite: str, date: int, pool_path: str, dest: Path, *,
+                   limit: int) -> Path:
+    """``pool_path`` from the snapshot archive.  A timestamp there means the newest import at
+    or before it, and the import holding an index comes some hours after the index's date, so
+    a few later times are tried (the caller checks the SHA-256 whatever comes)."""
+    failures: list[str] = []
+    for lag in SNAPSHOT_LAG:
+        try:
+            fetch_url(snapshot_url(base, suite, date + lag, pool_path), dest, limit=limit)
+            return dest
+        except TransportError as exc:
+            failures.append(exc.message)
+    raise TransportError(f"the snapshot archive does not have {pool_path}: {failures[-1]}",
+                         hint="check COALMINE_SNAPSHOT and the network, or run `make lock`")
+
+
+def fetch_url(url: str, dest: Path, *, limit: int, timeout: float = 120.0) -> None:
+    """Download ``url`` to ``dest`` (the caller checks the hash), at most ``limit`` bytes; a
+    clear error on failure."""
     if not url.startswith(("https://", "http://")):
         raise TransportError(f"not an http(s) URL: {url}", hint="check COALMINE_SNAPSHOT")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, \
-                dest.open("xb") as out:  # noqa: S310 (http(s) only, checked above)
-            for block in iter(lambda: resp.read(1 << 20), b""):
+                dest.open("wb") as out:  # noqa: S310 (http(s) only, checked above)
+            left = limit + 1
+            while left > 0 and (block := resp.read(min(1 << 20, left))):
                 out.write(block)
+                left -= len(block)
     except (urllib.error.URLError, OSError) as exc:
         dest.unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or exc

@@ -13,11 +13,12 @@ a torn or altered file is rebuilt instead of unpacked.  Every cache stays option
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
 
-from firmware.shared.atomic import copy_atomic, private_dir, write_atomic
+from firmware.shared.atomic import copy_atomic, write_atomic
 from firmware.shared.errors import EnvironmentFault
 from scripts.image.common import sha256_file
 
@@ -45,9 +46,10 @@ def trusted_dir(path: Path) -> Path:
     """``path`` (created 0700 if missing), checked from / down: real directories, owned by
     root or this user, writable by nobody else; the directory itself is this user's."""
     path = Path(os.path.abspath(path))
-    if not os.path.lexists(path):
-        private_dir(path)
-    for component in (*reversed(path.parents), path):
+    for component in (*reversed(path.parents), path):  # checked before anything is made below
+        if not os.path.lexists(component):
+            with contextlib.suppress(FileExistsError):  # one level, below a checked parent
+                os.mkdir(component, 0o700)
         st = os.lstat(component)
         if not stat.S_ISDIR(st.st_mode):  # lstat: a symlink is not a directory
             raise _refuse(component, "is not a plain directory (a symlink?)")

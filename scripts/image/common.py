@@ -90,12 +90,16 @@ def sha256_file(path: Path) -> str:
 def source_state() -> tuple[str | None, bool]:
     """(commit, dirty): the checkout's HEAD and whether anything differs from it (tracked or
     untracked files, ignored ones aside); (None, False) outside a git checkout."""
+    if not (REPO / ".git").exists():
+        return None, False
     try:
         commit = output(["git", "-C", REPO, "rev-parse", "HEAD"], timeout=60).strip()
         changes = output(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=all"],
                          timeout=60)
-    except (ToolError, OSError):
-        return None, False
+    except ToolError as exc:  # a checkout git refuses to read must not pass for no checkout
+        raise ConfigError(f"cannot read the commit of {REPO}: {exc.message}",
+                          hint="install git; as root on another user's checkout: git config "
+                               f"--global --add safe.directory {REPO}") from None
     return commit, bool(changes.strip())
 
 

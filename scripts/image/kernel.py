@@ -10,7 +10,6 @@ The initramfs is busybox plus board/common/initramfs/init, packed reproducibly.
 
 from __future__ import annotations
 
-import gzip
 import lzma
 import os
 import shutil
@@ -177,7 +176,9 @@ def initramfs(kernel: Kernel, trees: dict[str, Path], board: str, work: Path, sd
     cpio = run(["cpio", "--quiet", "-o", "-H", "newc", "--reproducible", "-R", "0:0"],
                cwd=tree, stdin=(".\n" + listing).encode(), capture=True, quiet=True).stdout
     out = work / "initrd.img"
-    out.write_bytes(gzip.compress(cpio, compresslevel=9, mtime=0))
+    # gzip the program, from the locked tools (scripts/image/tools.py): Python's gzip module
+    # compresses with the host's zlib, and Debian 12's and 13's zlib give other bytes
+    out.write_bytes(run(["gzip", "-n", "-9", "-c"], stdin=cpio, capture=True, quiet=True).stdout)
     stage(f"initramfs: {len(order)} modules, {out.stat().st_size // 1024} KiB"
           f"{' (DEBUG: coalmine.debug gives a shell)' if debug else ''}")
     return out

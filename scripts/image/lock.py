@@ -34,7 +34,7 @@ from pathlib import Path
 from debian import deb822
 from debian.debian_support import Version
 
-from firmware.shared.atomic import private_dir
+from firmware.shared.atomic import copy_atomic, private_dir
 from firmware.shared.cli import main_guard
 from firmware.shared.errors import ConfigError, InputError
 from scripts.image import tools
@@ -45,8 +45,7 @@ from scripts.image.archive import (
     AptIndex,
     Release,
     check_not_older,
-    fetch_url,
-    snapshot_url,
+    fetch_snapshot,
 )
 from scripts.image.cache import trusted_dir, trusted_file
 from scripts.image.common import (
@@ -146,6 +145,8 @@ def read_full(path: Path | None = None) -> Lock:
             or f[0] not in ROLES
             or not f[4].isdigit()
             or not re.fullmatch(r"[0-9a-f]{64}", f[5])
+            or not re.fullmatch(r"pool/[A-Za-z0-9+~._-]+(/[A-Za-z0-9+~._%-]+)*\.deb", f[7])
+            or "/../" in f[7] or "/./" in f[7]
         ):
             errors.append(f"{path}:{no}: malformed lock line: {line!r}")
             continue
@@ -212,6 +213,9 @@ def make_lock() -> None:
             stage(f"lock: the build tools for {arch} builders")
             tools_apt = AptIndex(Path(tmp) / arch, arch=arch)
             tools_apt.update()
+            if tools_apt.releases() != releases:  # one archive state for every pin
+                raise InputError(f"the archive's indexes changed while locking ({arch})",
+                                 hint="run `make lock` again")
             pins += resolve_tools(tools_apt)
         pins.sort(key=lambda p: (p.role, p.name))
     epoch = max(r.date for r in releases.values())
@@ -242,20 +246,21 @@ def changes(old: list[Pin], new: list[Pin]) -> list[str]:
 
 
 def status() -> list[str]:
-    """`make lock-status`: locked packages with a newer version in the archive (lock untouched).
-    Security fixes come first; the lock file is not changed."""
+    """`make lock-status`: locked image packages with a newer version in the archive.  Security
+    fixes come first; the lock file is not changed (build tools: `make lock` reports them)."""
     lock = read_full()
     with tempfile.TemporaryDirectory(prefix="coalmine-apt-") as tmp:
         apt = AptIndex(Path(tmp))
         stage("lock-status: reading the archive's indexes")
         apt.update()
+        check_not_older(apt.releases(), lock.releases)  # a stale mirror would say "0 pending"
         index = apt.stanzas()
     newest: dict[str, Mapping[str, str]] = {}
     for (name, version), fields in index.items():
         if name not in newest or Version(version) > Version(newest[name]["Version"]):
             newest[name] = fields
     lines: list[tuple[bool, str]] = []
-    for p in lock.pins:
+    for p in {p.name: p for p in lock.pins if p.role != "build"}.values():
         top = newest.get(p.name)
         if top is not None and Version(top["Version"]) > Version(p.version):
             sec = top["Suite"] == SECURITY
@@ -288,7 +293,7 @@ def fetch(pins: list[Pin] | None = None) -> Path:
     lock = read_full()
     pins = pins if pins is not None else lock.pins
     dest = trusted_dir(cache_dir())
-    missing = [p for p in pins if not _cached_ok(dest / p.deb, p)]
+    missing = list({p.deb: p for p in pins if not _cached_ok(dest / p.deb, p)}.values())
     if not missing:
         stage(f"packages: all {len(pins)} locked packages found in the cache {dest}")
         return dest
@@ -296,39 +301,45 @@ def fetch(pins: list[Pin] | None = None) -> Path:
           f"the archive")
     snapshot = os.environ.get("COALMINE_SNAPSHOT")
     with tempfile.TemporaryDirectory(prefix="coalmine-apt-") as tmp:
-        got = Path(tmp) / "download"
-        got.mkdir()
-        gone: list[Pin] = []
-        for arch in sorted({_index_arch(p) for p in missing}):
-            group = [p for p in missing if _index_arch(p) == arch]
+        got: dict[str, Path] = {}  # .deb name -> downloaded file
+        groups = {arch: [p for p in missing if _index_arch(p) == arch]
+                  for arch in sorted({_index_arch(p) for p in missing})}
+        indexes = {}
+        for arch in groups:
             apt = AptIndex(Path(tmp) / f"apt-{arch}", arch=arch)
             apt.update()
-            index = apt.stanzas()
+            check_not_older(apt.releases(), lock.releases)
+            indexes[arch] = (apt, apt.stanzas())
+        gone = [p for arch, group in groups.items() for p in group
+                if not _served(p, indexes[arch][1])]
+        if gone and not snapshot:  # every architecture's stale pins named at once
+            check_served(gone, {k: v for _, index in indexes.values() for k, v in index.items()})
+        for arch, group in groups.items():
+            apt, index = indexes[arch]
             served = [p for p in group if _served(p, index)]
-            dropped = [p for p in group if not _served(p, index)]
-            if dropped and not snapshot:
-                check_served(dropped, index)
-            gone += dropped
+            into = Path(tmp) / f"download-{arch}"
             stage(f"packages: downloading {len(served)} {arch} packages "
                   f"({sum(p.size for p in served) // 1_000_000} MB) into {dest}")
             if served:
-                apt.download([f"{p.name}:{p.arch}={p.version}" for p in served], got)
-                by_name = {p.name: p for p in served}
-                for path in sorted(got.iterdir()):  # apt puts the epoch in the name ("1%3a")
-                    pin = by_name.get(path.name.split("_", 1)[0])
-                    if pin is not None and path.name != pin.deb:
-                        path.rename(got / pin.deb)
+                apt.download([f"{p.name}:{p.arch}={p.version}" for p in served], into)
+                by_key = {(p.name, p.arch): p for p in served}
+                for path in sorted(into.iterdir()):  # apt puts the epoch in the name ("1%3a")
+                    name, _, rest = path.name.partition("_")
+                    pin = by_key.get((name, rest.rsplit("_", 1)[-1].removesuffix(".deb")))
+                    if pin is not None:
+                        got[pin.deb] = path
         for p in gone:
             release = lock.releases.get(p.suite)
             if release is None or snapshot is None:
                 raise InputError(f"{p.name} {p.version}: the lock records no date for its "
                                  f"suite {p.suite}", hint="run `make lock`")
-            url = snapshot_url(snapshot, p.suite, release.date, p.filename)
             stage(f"packages: {p.name} {p.version} from the snapshot archive")
-            fetch_url(url, got / p.deb)
+            got[p.deb] = fetch_snapshot(snapshot, p.suite, release.date, p.filename,
+                                        Path(tmp) / p.deb, limit=p.size)
         for p in missing:
-            verify(got / p.deb, p)
-            shutil.move(got / p.deb, dest / p.deb)
+            path = got.get(p.deb, Path(tmp) / "missing" / p.deb)
+            verify(path, p)
+            copy_atomic(path, dest / p.deb, 0o644)
     return dest
 
 

@@ -23,8 +23,6 @@ from firmware.shared.errors import InputError
 from scripts.image.common import SUITE, sha256_file
 from scripts.image.lock import Pin
 
-BUILD_PREFIX = "SPDXRef-deb-build-"
-
 
 def _spdx_id(text: str) -> str:
     return "SPDXRef-" + "".join(c if c.isalnum() or c in ".-" else "-" for c in text)
@@ -33,7 +31,7 @@ def _spdx_id(text: str) -> str:
 def debian_package(pin: Pin) -> dict[str, Any]:
     return {
         "SPDXID": _spdx_id(f"deb-{pin.name}" if pin.role != "build"
-                           else f"deb-build-{pin.name}-{pin.arch}"),
+                           else f"build-tool-{pin.name}-{pin.arch}"),
         "name": pin.name,
         "versionInfo": pin.version,
         "supplier": "Organization: Debian",
@@ -106,8 +104,9 @@ def write_sbom(path: Path, *, board: str, version: str, sde: int, image: Path, i
     check_installed(pins, installed)
     image_pkg = own_component(f"coalmine-{board}-image", version, image_sha256,
                               f"the SD-card image {image.name}")
-    packages = [image_pkg, *own, *(debian_package(p) for p in
-                                   sorted(pins, key=lambda p: (p.role, p.name)))]
+    ordered = sorted(pins, key=lambda p: (p.role, p.name))
+    packages = [image_pkg, *own, *(debian_package(p) for p in ordered)]
+    tools = {debian_package(p)["SPDXID"] for p in ordered if p.role == "build"}
     created = datetime.datetime.fromtimestamp(sde, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     doc = {
         "spdxVersion": "SPDX-2.3",
@@ -122,11 +121,11 @@ def write_sbom(path: Path, *, board: str, version: str, sde: int, image: Path, i
         "relationships": [
             {"spdxElementId": image_pkg["SPDXID"], "relationshipType": "CONTAINS",
              "relatedSpdxElement": p["SPDXID"]} for p in packages[1:]
-            if not p["SPDXID"].startswith(BUILD_PREFIX)
+            if p["SPDXID"] not in tools
         ] + [
             {"spdxElementId": p["SPDXID"], "relationshipType": "BUILD_TOOL_OF",
              "relatedSpdxElement": image_pkg["SPDXID"]} for p in packages
-            if p["SPDXID"].startswith(BUILD_PREFIX)
+            if p["SPDXID"] in tools
         ],
     }
     path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")

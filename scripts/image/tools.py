@@ -20,14 +20,15 @@ import shutil
 from pathlib import Path
 
 from firmware.shared.errors import InputError
-from firmware.shared.proc import run
+from firmware.shared.proc import output, run
 from scripts.image.common import stage
 
 TOOLS_ARCH = {"x86_64": ("amd64", "x86_64-linux-gnu", "ld-linux-x86-64.so.2")}
 # every program the build runs whose output reaches the image (mcopy and mmd are argv[0] names
 # of the one mtools binary)
 LOCKED_ARCHES = tuple(sorted(arch for arch, _, _ in TOOLS_ARCH.values()))
-PROGRAMS = ("mksquashfs", "xz", "mcopy", "mmd", "mkfs.vfat", "cpio", "depmod", "sfdisk")
+PROGRAMS = ("mksquashfs", "xz", "mcopy", "mmd", "mkfs.vfat", "cpio", "gzip", "depmod",
+            "sfdisk")
 
 
 def builder_arch() -> str | None:
@@ -60,13 +61,30 @@ def install(debs: list[Path], work: Path) -> Path | None:
             raise InputError(f"the locked build tools lack {name if real is None else loader}",
                              hint="add its package to board/common/build-packages.txt and run "
                                   "make lock")
+        _only_from_tree(loader, libs, real, tree)
+        gconv = tree / "usr/lib" / triplet / "gconv"  # glibc's charset modules: the tree's too
         wrapper = bin_dir / name
         wrapper.write_text(
             "#!/bin/sh\n# the locked build environment's own program (scripts/image/tools.py)\n"
-            f"exec {shlex.quote(str(loader))} --library-path {shlex.quote(libs)} "
-            f"--argv0 {shlex.quote(name)} {shlex.quote(str(real))} \"$@\"\n")
+            f"GCONV_PATH={shlex.quote(str(gconv))} exec {shlex.quote(str(loader))} "
+            f"--library-path {shlex.quote(libs)} --argv0 {shlex.quote(name)} "
+            f"{shlex.quote(str(real))} \"$@\"\n")
         wrapper.chmod(0o755)
     os.environ["PATH"] = f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
     stage(f"tools: {len(debs)} locked packages unpacked; {', '.join(PROGRAMS)} run from "
           f"{tree}")
     return bin_dir
+
+
+def _only_from_tree(loader: Path, libs: str, program: Path, tree: Path) -> None:
+    """Refuse a program the tree's loader would complete with a library of the host's (a
+    package missing from build-packages.txt: ld.so falls back to the system directories)."""
+    listed = output([loader, "--library-path", libs, "--list", program])
+    outside = [line.split("=>")[1].split()[0] for line in listed.splitlines()
+               if "=>" in line and not Path(line.split("=>")[1].split()[0]).resolve()
+               .is_relative_to(tree.resolve())]
+    if outside:
+        raise InputError(f"{program.name} from the locked build tools would load the host's "
+                         f"{', '.join(outside)}",
+                         hint="add the package that ships it to board/common/build-packages.txt "
+                              "and run make lock")

@@ -247,3 +247,22 @@ def test_a_heartbeat_hears_whether_newer_settings_wait(rig: Rig) -> None:
     assert flags(0) == ACK_SETTINGS_PENDING
     assert flags(2) == ACK_SETTINGS_PENDING
     assert flags(3) == 0 and flags(4) == 0
+
+
+def test_a_lying_acked_is_counted_and_raises_nothing(rig: Rig) -> None:
+    """A compromised device cannot make the console cry "rolled back" at will."""
+    for _ in range(3):
+        ask(rig, rig.device, Heartbeat(1, 60, acked=2**48 - 1))
+    assert rig.console.stats["bad_acked"] == 3
+    assert not raised(rig, EventCode.CONSOLE_STATE_ROLLED_BACK)
+
+
+def test_a_heartbeat_of_the_earlier_layout_is_still_read() -> None:
+    import struct
+
+    from firmware.protocol.frame import body_size
+    from firmware.protocol.messages import decode_body, pad
+
+    old = struct.pack(">BIHIIIIIBI", 1, 3600, 60, 2, 30, 0, 0, 0, 1, 3)  # before acked
+    assert decode_body(pad(old, body_size(ZONE))) == Heartbeat(3600, 60, 2, 30, flags=1,
+                                                               settings_version=3)

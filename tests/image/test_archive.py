@@ -45,11 +45,11 @@ def gpg_home(tmp: Path, name: str) -> tuple[dict[str, str], Path]:
     return env, public
 
 
-def make_deb(dest: Path, name: str, version: str) -> Path:
-    root = dest.parent / f"build-{name}"
+def make_deb(dest: Path, name: str, version: str, arch: str = "arm64") -> Path:
+    root = dest.parent / f"build-{name}-{arch}"
     (root / "DEBIAN").mkdir(parents=True)
     (root / "DEBIAN/control").write_text(
-        f"Package: {name}\nVersion: {version}\nArchitecture: arm64\nMaintainer: t <t@t>\n"
+        f"Package: {name}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: t <t@t>\n"
         f"Description: test\n")
     dest.parent.mkdir(parents=True, exist_ok=True)
     sh("dpkg-deb", "--root-owner-group", "-Zgzip", "-b", root, dest)
@@ -58,16 +58,16 @@ def make_deb(dest: Path, name: str, version: str) -> Path:
 
 def make_suite(top: Path, suite: str, env: dict[str, str], debs: list[Path]) -> None:
     """dists/<suite> of an archive rooted at ``top``, InRelease signed with the key in ``env``."""
-    for comp in ("main", "non-free-firmware"):
-        d = top / "dists" / suite / comp / "binary-arm64"
+    for comp, arch in [(c, a) for c in ("main", "non-free-firmware") for a in ("arm64", "amd64")]:
+        d = top / "dists" / suite / comp / f"binary-{arch}"
         d.mkdir(parents=True)
-        mine = [p for p in debs if comp == "main"]
-        text = sh("apt-ftparchive", "packages", *(p.relative_to(top) for p in mine), cwd=top) \
-            if mine else ""
+        mine = [p for p in debs if comp == "main" and p.name.endswith((f"_{arch}.deb", "_all.deb"))]
+        text = "".join(sh("apt-ftparchive", "packages", p.relative_to(top), cwd=top)
+                       for p in mine)  # one file each: a second argument is an override file
         (d / "Packages").write_text(text)
     release = sh("apt-ftparchive", "-o", f"APT::FTPArchive::Release::Codename={suite}",
                  "-o", f"APT::FTPArchive::Release::Suite={suite}",
-                 "-o", "APT::FTPArchive::Release::Architectures=arm64",
+                 "-o", "APT::FTPArchive::Release::Architectures=arm64 amd64",
                  "-o", "APT::FTPArchive::Release::Components=main non-free-firmware",
                  "release", ".", cwd=top / "dists" / suite)
     (top / "dists" / suite / "Release").write_text(release)
@@ -103,7 +103,10 @@ def mirror(tmp_path: Path, served: tuple[Path, str], monkeypatch: pytest.MonkeyP
     www, url = served
     env, public = gpg_home(tmp_path, "archive")
     deb = make_deb(www / "debian/pool/main/h/hello/hello_1.0-1_arm64.deb", "hello", "1.0-1")
-    make_suite(www / "debian", "trixie", env, [deb])
+    tools = [make_deb(www / "debian/pool/main/h/hello/hello_1.0-1_amd64.deb", "hello", "1.0-1",
+                      "amd64"),
+             make_deb(www / "debian/pool/main/c/common/common_2_all.deb", "common", "2", "all")]
+    make_suite(www / "debian", "trixie", env, [deb, *tools])
     make_suite(www / "debian", "trixie-updates", env, [])
     make_suite(www / "debian-security", "trixie-security", env, [])
     monkeypatch.setattr(archive, "KEYS_FILE", public)
@@ -194,9 +197,10 @@ def test_a_dropped_package_comes_from_the_snapshot_archive(
         monkeypatch: pytest.MonkeyPatch) -> None:
     www, url, _, deb = mirror
     # libold 1.0 was in trixie when the lock was made; the archive has dropped it since
-    when = 1_790_000_000
+    when = 1_790_000_000  # the snapshot imported it 12 h after the index's date
     pool = "pool/main/libo/libold_1.0_arm64.deb"
-    gone = make_deb(www / f"snapshot/archive/debian/{stamp(when)}/{pool}", "libold", "1.0")
+    gone = make_deb(www / f"snapshot/archive/debian/{stamp(when + 12 * 3600)}/{pool}",
+                    "libold", "1.0")
     digest = hashlib.sha256(gone.read_bytes()).hexdigest()
     pins = [lock.Pin("root", "libold", "1.0", "arm64", gone.stat().st_size, digest, "trixie",
                      "pool/main/libo/libold_1.0_arm64.deb"),
@@ -223,3 +227,45 @@ def test_a_dropped_package_comes_from_the_snapshot_archive(
     with pytest.raises(InputError, match=r"libold 1\.0 has SHA-256"):
         lock.fetch()
     assert not (dl / "libold_1.0_arm64.deb").exists()
+
+
+def test_both_architectures_missing_from_an_empty_cache(
+        mirror: tuple[Path, str, dict[str, str], Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image's arm64 packages and the amd64 build tools share names (libc6, libzstd1 ...)
+    and arch-all packages are in both roles: each file must land as itself."""
+    www, _, _, _ = mirror
+    pins = []
+    for role, arch, rel in [("root", "arm64", "h/hello/hello_1.0-1_arm64.deb"),
+                            ("build", "amd64", "h/hello/hello_1.0-1_amd64.deb"),
+                            ("root", "all", "c/common/common_2_all.deb"),
+                            ("build", "all", "c/common/common_2_all.deb")]:
+        deb = www / "debian/pool/main" / rel
+        name, version = deb.name.split("_")[:2]
+        pins.append(lock.Pin(role, name, version, arch, deb.stat().st_size,
+                             hashlib.sha256(deb.read_bytes()).hexdigest(), "trixie",
+                             f"pool/main/{rel}"))
+    path = tmp_path / "packages.lock"
+    write_lock(path, pins, [Release(s, 1_790_000_000, "0" * 64) for s in SUITES])
+    monkeypatch.setenv("COALMINE_LOCK", str(path))
+    monkeypatch.setenv("COALMINE_DL", str(tmp_path / "dl"))
+    dl = lock.fetch()
+    for pin in pins:
+        assert hashlib.sha256((dl / pin.deb).read_bytes()).hexdigest() == pin.sha256, pin
+    assert lock.fetch() == dl  # all cached now: nothing is fetched again
+
+
+def test_fetch_refuses_an_index_older_than_the_lock(
+        mirror: tuple[Path, str, dict[str, str], Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _, _, _, deb = mirror
+    pin = lock.Pin("root", "hello", "1.0-1", "arm64", deb.stat().st_size,
+                   hashlib.sha256(deb.read_bytes()).hexdigest(), "trixie",
+                   "pool/main/h/hello/hello_1.0-1_arm64.deb")
+    path = tmp_path / "packages.lock"
+    future = int(time.time()) + 86400  # the lock saw a newer archive than the mirror serves
+    write_lock(path, [pin], [Release(s, future, "0" * 64) for s in SUITES])
+    monkeypatch.setenv("COALMINE_LOCK", str(path))
+    monkeypatch.setenv("COALMINE_DL", str(tmp_path / "dl"))
+    with pytest.raises(InputError, match="older than the lock's"):
+        lock.fetch()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -53,8 +54,8 @@ def test_no_library_comes_from_the_host(wrappers: Path) -> None:
     the tree: the host's libzstd never compresses the root."""
     tree = wrappers.parent / "tree"
     script = (wrappers / "mksquashfs").read_text().splitlines()[-1]
-    argv = script.split()  # exec LOADER --library-path LIBS --argv0 NAME REAL "$@"
-    loader, libs, real = argv[1], argv[3], argv[6]
+    argv = script.split()  # GCONV_PATH=.. exec LOADER --library-path LIBS --argv0 NAME REAL "$@"
+    loader, libs, real = argv[2], argv[4], argv[7]
     listed = subprocess.run([loader, "--library-path", libs, "--list", real],
                             capture_output=True, text=True, check=True, timeout=30).stdout
     paths = [line.split("=>")[1].split()[0] for line in listed.splitlines() if "=>" in line]
@@ -73,3 +74,22 @@ def test_the_squashfs_is_made_by_the_tree(wrappers: Path, tmp_path: Path) -> Non
                         "-no-progress", "-reproducible", "-comp", "zstd", "-Xcompression-level",
                         "19"], env=env, check=True, timeout=60)
     assert (tmp_path / "a.sqfs").read_bytes() == (tmp_path / "b.sqfs").read_bytes()
+
+
+def test_a_program_that_would_load_a_host_library_is_refused(wrappers: Path,
+                                                              tmp_path: Path) -> None:
+    """A library missing from the tree: ld.so would quietly take the host's copy."""
+    from firmware.shared.errors import InputError
+
+    tree = wrappers.parent / "tree"
+    partial = tmp_path / "tree"
+    shutil.copytree(tree, partial, symlinks=True)
+    for lib in partial.rglob("libzstd.so*"):
+        lib.unlink()
+    script = (wrappers / "mksquashfs").read_text().splitlines()[-1].split()
+    libs = script[4].replace(str(tree), str(partial))
+    loader = Path(script[2].replace(str(tree), str(partial)))
+    real = Path(script[7].replace(str(tree), str(partial)))
+    with pytest.raises(InputError, match="would load the host's"):
+        tools._only_from_tree(loader, libs, real, partial)
+    assert "GCONV_PATH=" in (wrappers / "mcopy").read_text()
