@@ -12,16 +12,18 @@ hash-checked .debs) is shared.  Every output must have the same SHA-256.
 
 from __future__ import annotations
 
+import difflib
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from scripts.image.build import command
+from scripts.image.build import command, work_dir
 from scripts.image.cache import trusted_dir
-from scripts.image.common import REPO, cache_dir
-from scripts.image.repro import differing, sums, varied
+from scripts.image.common import REPO, cache_dir, sha256_file
+from scripts.image.repro import STAGE_FILES, differing, sums, varied
 from tests.chroot import CHECKOUT, made
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(3600)]  # builds take minutes
@@ -58,4 +60,28 @@ def test_another_builder_from_scratch_gives_the_same_bytes(
         env_there = (again / "build-env.txt").read_text()
         assert env_here != env_there, "the two builders should differ in their host tools"
         assert not differ, (f"not reproducible on another builder: {differ}\n"
-                            f"here:\n{env_here}\nthere:\n{env_there}")
+                            + stage_differences(work_dir(qemu_out), work_dir(again), tmp_path)
+                            + f"\nhere:\n{env_here}\nthere:\n{env_there}")
+
+
+def stage_differences(here: Path, there: Path, tmp: Path) -> str:
+    """Which stage files differ, and for the root filesystem the entries that do (names,
+    modes, owners, sizes, times, then content): where to look first."""
+    lines = [f"(stage) {name}" for name in STAGE_FILES
+             if (here / name).is_file() and (there / name).is_file()
+             and sha256_file(here / name) != sha256_file(there / name)]
+    if "(stage) root.squashfs" in lines:
+        listings = []
+        for side in (here, there):
+            out = subprocess.run(["unsquashfs", "-lln", str(side / "root.squashfs")],
+                                 capture_output=True, text=True, check=False).stdout
+            listings.append(out.splitlines())
+        lines += list(difflib.unified_diff(listings[0], listings[1], "here", "there",
+                                           lineterm="", n=0))[:80]
+        for side, name in ((here, "here"), (there, "there")):
+            subprocess.run(["unsquashfs", "-q", "-n", "-d", str(tmp / name),
+                            str(side / "root.squashfs")], capture_output=True, check=False)
+        diff = subprocess.run(["diff", "-rq", "--no-dereference", str(tmp / "here"),
+                               str(tmp / "there")], capture_output=True, text=True, check=False)
+        lines += diff.stdout.splitlines()[:40]
+    return "\n".join(lines)
