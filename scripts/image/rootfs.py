@@ -47,6 +47,10 @@ STRIP_PATHS = [
 STRIP_GLOBS = [
     "usr/bin/apt*", "usr/bin/dpkg*", "usr/sbin/dpkg*", "usr/bin/debconf*", "usr/sbin/dpkg-*",
     "usr/bin/sqv", "usr/sbin/update-*", "usr/sbin/invoke-rc.d", "usr/sbin/service",
+    # systemd-resolved's postinst keeps the build host's resolv.conf (its nameserver, and its
+    # mode: another builder's differs); py3compile's own modules, compiled differently by
+    # different mmdebstrap versions, and never run without a package manager
+    "etc/.resolv.conf.systemd-resolved.bak", "usr/share/python3/debpython/__pycache__",
     "usr/lib/systemd/system/apt-daily*", "usr/lib/systemd/system/dpkg-db-backup.*",
     "etc/systemd/system/timers.target.wants/apt-daily*",
     "etc/systemd/system/timers.target.wants/dpkg-db-backup.*",

@@ -42,7 +42,13 @@ def gpg_home(tmp: Path, name: str) -> tuple[dict[str, str], Path]:
        "ed25519", "sign", "never", env=env)
     public = tmp / f"{name}.asc"
     public.write_text(sh("gpg", "--batch", "--armor", "--export", env=env))
+    stop_agent(env)
     return env, public
+
+
+def stop_agent(env: dict[str, str]) -> None:
+    """gpg leaves an agent running per home: stop it (a test leaves no process behind)."""
+    subprocess.run(["gpgconf", "--kill", "all"], env=env, check=False, timeout=30)
 
 
 def make_deb(dest: Path, name: str, version: str, arch: str = "arm64") -> Path:
@@ -109,6 +115,7 @@ def mirror(tmp_path: Path, served: tuple[Path, str], monkeypatch: pytest.MonkeyP
     make_suite(www / "debian", "trixie", env, [deb, *tools])
     make_suite(www / "debian", "trixie-updates", env, [])
     make_suite(www / "debian-security", "trixie-security", env, [])
+    stop_agent(env)
     monkeypatch.setattr(archive, "KEYS_FILE", public)
     monkeypatch.setenv("COALMINE_MIRROR", f"{url}/debian")
     monkeypatch.setenv("COALMINE_SECURITY_MIRROR", f"{url}/debian-security")

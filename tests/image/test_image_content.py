@@ -324,3 +324,15 @@ def test_the_image_states_its_source_and_build_environment(root: Path, qemu_out:
     assert not tools & contained, "a build tool is not part of the image"
     env = (qemu_out / "build-env.txt").read_text()
     assert "squashfs-tools" in env and "build-env.txt" not in (qemu_out / "SHA256SUMS").read_text()
+
+
+def test_nothing_of_the_build_host_is_left(root: Path) -> None:
+    """systemd-resolved's postinst saved the builder's resolv.conf (its nameserver) in the
+    image; another builder's mode for it made the bytes differ."""
+    assert not (root / "etc/.resolv.conf.systemd-resolved.bak").exists()
+    host = Path("/etc/resolv.conf").read_bytes() if Path("/etc/resolv.conf").is_file() else b""
+    for line in host.splitlines():
+        if line.startswith(b"nameserver"):
+            hits = [p for p in (root / "etc").rglob("*")
+                    if p.is_file() and not p.is_symlink() and line in p.read_bytes()]
+            assert not hits, hits
