@@ -21,6 +21,7 @@ from firmware.protocol import trust
 from firmware.shared.cli import main_guard, module_command
 from firmware.shared.errors import ConfigError, UsageError
 from firmware.shared.proc import run
+from scripts.image import bmap as block_map
 from scripts.image import disk, kernel, layer, rootfs, sbom, tools
 from scripts.image.archive import stamp
 from scripts.image.common import (
@@ -248,8 +249,7 @@ def write_outputs(img: Path, *, board: str, version: str, sde: int, pins: list[P
     xz = img.with_suffix(".img.xz")
     run(["sh", "-c", 'xz -T1 -6 -c -- "$1" > "$2"', "xz", img, xz], quiet=True)
     bmap = img.with_suffix(".bmap")
-    bmap.unlink(missing_ok=True)
-    run(["bmaptool", "-q", "create", "-o", bmap, img], quiet=True)
+    block_map.write(img, bmap)
     own = [
         sbom.own_component("coalmine-firmware", version, sbom.tree_digest(REPO / "firmware"),
                            "device runtime, /usr/lib/coalmine"),

@@ -21,7 +21,7 @@ TOOLS = {
     # handler is what runs arm64 programs, checked below
     "mmdebstrap": "mmdebstrap", "arch-test": "arch-test",
     "mksquashfs": "squashfs-tools", "mkfs.vfat": "dosfstools", "mcopy": "mtools",
-    "sfdisk": "fdisk", "bmaptool": "bmap-tools", "xz": "xz-utils", "cpio": "cpio",
+    "sfdisk": "fdisk", "xz": "xz-utils", "cpio": "cpio",
     "apt-ftparchive": "apt-utils", "depmod": "kmod", "dpkg-deb": "dpkg", "chroot": "coreutils",
 }
 BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")

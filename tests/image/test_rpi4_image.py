@@ -98,3 +98,20 @@ def test_outputs_and_checksums(rpi4_out: Path) -> None:
             "coalmine-rpi4.spdx.json", "SHA256SUMS"} <= names
     subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=rpi4_out, check=True)
     assert (rpi4_out / "coalmine-rpi4.img.xz").stat().st_size <= 100 * 2**20
+
+
+def test_the_block_map_flashes_the_image_with_the_real_bmaptool(rpi4_out: Path,
+                                                                 tmp_path: Path) -> None:
+    """Our .bmap (scripts/image/bmap.py) is read by Debian's bmaptool, which checks the file's
+    own checksum and every range's: the copy is the image, byte for byte."""
+    img, bmap = rpi4_out / "coalmine-rpi4.img", rpi4_out / "coalmine-rpi4.bmap"
+    card = tmp_path / "card.img"
+    subprocess.run(["bmaptool", "copy", "--bmap", str(bmap), str(img), str(card)],
+                   check=True, capture_output=True, timeout=600)
+    assert subprocess.run(["cmp", str(img), str(card)], check=False).returncode == 0
+    forged = tmp_path / "forged.bmap"
+    forged.write_text(bmap.read_text().replace("<MappedBlocksCount> ", "<MappedBlocksCount> 1"))
+    bad = subprocess.run(["bmaptool", "copy", "--bmap", str(forged), str(img),
+                          str(tmp_path / "x.img")], capture_output=True, text=True, check=False,
+                         timeout=600)
+    assert bad.returncode != 0, "bmaptool checks the block map's own checksum"
