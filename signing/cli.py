@@ -17,6 +17,7 @@ import json
 import sys
 import time
 import urllib.request
+from collections.abc import Collection, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -243,16 +244,12 @@ def sign_release(args: argparse.Namespace, console: Console, udev: media.Udev | 
     work = Workdir(args.workdir)
     root = _current_root(work)
     components = {}
-    for item in args.artifact:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise UsageError(f"--artifact {item!r}: NAME=PATH")
+    for name, path in _named_files(args.artifact, "--artifact "):
         console.say(f"hashing {name}: {path}")
         h, length = hashlib.blake2b(digest_size=32), 0
-        with Path(path).open("rb") as fh:
-            while chunk := fh.read(CHUNK):
-                h.update(chunk)
-                length += len(chunk)
+        for chunk in _chunks(path):
+            h.update(chunk)
+            length += len(chunk)
         components[name] = {"length": length, trust.HASH: h.hexdigest()}
     payload = env.canonical({"type": "release", "version": args.version,
                              "expires": int(time.time()) + args.expires_days * DAY,
@@ -288,15 +285,10 @@ def verify_release(args: argparse.Namespace, console: Console, udev: media.Udev 
     console.say(f"release {release.version} for {', '.join(release.boards)}: signed by the "
                 f"release keys of trust root {root.version}, expires {_date(release.expires)}")
     given: set[str] = set()
-    for item in args.files:
-        name, sep, path = item.partition("=")
-        if not sep or name not in release.components:
-            raise UsageError(f"{item!r}: NAME=PATH with NAME one of "
-                             f"{', '.join(sorted(release.components))}")
+    for name, path in _named_files(args.files, "", known=release.components):
         check = trust.ComponentCheck(name, release.components[name])
-        with Path(path).open("rb") as fh:
-            while chunk := fh.read(CHUNK):
-                check.update(chunk)
+        for chunk in _chunks(path):
+            check.update(chunk)
         check.finish()
         given.add(name)
         console.say(f"  {name}: {path} matches ({release.components[name].length:,} bytes)")
@@ -304,6 +296,25 @@ def verify_release(args: argparse.Namespace, console: Console, udev: media.Udev 
     if left:
         console.say(f"  not checked (no file given): {', '.join(left)}")
     return 0
+
+
+def _named_files(items: list[str], flag: str, known: Collection[str] | None = None
+                 ) -> list[tuple[str, Path]]:
+    """NAME=PATH arguments; with ``known``, NAME must be one of them."""
+    out = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or (known is not None and name not in known):
+            raise UsageError(f"{flag}{item!r}: NAME=PATH" + (
+                f" with NAME one of {', '.join(sorted(known))}" if known is not None else ""))
+        out.append((name, Path(path)))
+    return out
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            yield chunk
 
 
 # --- warrant canaries -----------------------------------------------------------------------------

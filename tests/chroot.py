@@ -38,6 +38,15 @@ LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 PIP_CACHE = Path("/root/.cache/pip")  # pip's default for root, where the host's cache is bound
 
 
+def host_codename() -> str | None:
+    """This machine's Debian release (VERSION_CODENAME in /etc/os-release), if it names one."""
+    for line in Path("/etc/os-release").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == "VERSION_CODENAME" and value.strip('"'):
+            return value.strip('"')
+    return None
+
+
 def minbase_tarball(suite: str) -> Path:
     """mmdebstrap --variant=minbase plus make and git, cached for the UTC day."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "coalmine/fresh"

@@ -18,15 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.chroot import Chroot, made
+from tests.chroot import Chroot, host_codename, made
 
 
 def host_suite() -> str:
-    for line in Path("/etc/os-release").read_text().splitlines():
-        key, _, value = line.partition("=")
-        if key == "VERSION_CODENAME" and value.strip('"'):
-            return value.strip('"')
-    pytest.skip("no VERSION_CODENAME in /etc/os-release: not a Debian release")
+    suite = host_codename()
+    if suite is None:
+        pytest.skip("no VERSION_CODENAME in /etc/os-release: not a Debian release")
+    return suite
 
 
 @pytest.fixture

@@ -112,7 +112,7 @@ def check_not_older(new: Mapping[str, Release], old: Mapping[str, Release]) -> N
                        f"other contents (SHA-256 {now.sha256[:16]}... != {before.sha256[:16]}...)")
     if bad:
         raise InputError(
-            "refusing to lock from an archive state older than the current lock's:\n  "
+            "refusing an archive state older than the one the lock was made from:\n  "
             + "\n  ".join(bad),
             hint="a mirror that lags behind, or a replayed index; use an up-to-date mirror "
                  "(COALMINE_MIRROR, COALMINE_SECURITY_MIRROR) and run `make lock` again")

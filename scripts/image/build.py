@@ -44,7 +44,6 @@ from scripts.image.lock import (
     package_list_for,
     private_copies,
     read_full,
-    read_lock,
 )
 
 OUT = REPO / "out"
@@ -100,21 +99,20 @@ class Plan:
     trust_root: Path | None = None  # the ceremony's first root, pinned in the image
     commit: str | None = None  # the source commit (None: not a git checkout)
     dirty: bool = False  # the tree had changes not in that commit
+    lock_sha256: str = ""  # of the package lock the pins come from
+    archive: str = "unknown"  # the archive state it was made from: suite@date ...
 
     def source(self) -> str:
         """What the image was made from, for the SBOM: commit, dirty state, lock, archive."""
-        lock = lock_path()
-        releases = " ".join(f"{r.suite}@{stamp(r.date)}" for _, r in
-                            sorted(read_full(lock).releases.items()))
         return (f"source commit {self.commit or 'unknown'}"
                 f"{' with uncommitted changes' if self.dirty else ''}; package lock "
-                f"{lock.name} sha256 {sha256_file(lock)}; archive state {releases or 'unknown'}")
+                f"{lock_path().name} sha256 {self.lock_sha256}; archive state {self.archive}")
 
     def build_info(self) -> str:
         pinned = sha256_file(self.trust_root) if self.trust_root else "none"
         return (f"version={self.version}\nboard={self.board}\ndebug={int(self.debug)}\n"
                 f"commit={self.commit or 'unknown'}\ndirty={int(self.dirty)}\n"
-                f"source_date_epoch={self.sde}\nlock_sha256={sha256_file(lock_path())}\n"
+                f"source_date_epoch={self.sde}\nlock_sha256={self.lock_sha256}\n"
                 f"trust_root_sha256={pinned}\n")
 
 
@@ -148,9 +146,11 @@ def plan(board: str, debug: bool, trust_root: Path | None = None, *,
     stage(f"build: board={board} debug={int(debug)} version={ver} SOURCE_DATE_EPOCH={sde}")
     if trust_root is not None:  # before anything slow: a root that does not verify stops here
         trust.first_root(trust_root.read_bytes())
-    pins = used_pins(read_lock(), board)
-    debs = fetch(pins)
-    return Plan(board, debug, sde, ver, pins, debs, trust_root, commit, dirty)
+    lock = read_full()
+    pins = used_pins(lock.pins, board)
+    archive = " ".join(f"{r.suite}@{stamp(r.date)}" for _, r in sorted(lock.releases.items()))
+    return Plan(board, debug, sde, ver, pins, fetch(pins), trust_root, commit, dirty,
+                sha256_file(lock_path()), archive or "unknown")
 
 
 def root_slot(p: Plan, work: Path, *, stage_cache: bool) -> tuple[Path, kernel.Kernel,

@@ -24,9 +24,9 @@ from firmware.shared.proc import output, run
 from scripts.image.common import stage
 
 TOOLS_ARCH = {"x86_64": ("amd64", "x86_64-linux-gnu", "ld-linux-x86-64.so.2")}
+LOCKED_ARCHES = tuple(sorted(arch for arch, _, _ in TOOLS_ARCH.values()))
 # every program the build runs whose output reaches the image (mcopy and mmd are argv[0] names
 # of the one mtools binary)
-LOCKED_ARCHES = tuple(sorted(arch for arch, _, _ in TOOLS_ARCH.values()))
 PROGRAMS = ("mksquashfs", "xz", "mcopy", "mmd", "mkfs.vfat", "cpio", "gzip", "depmod",
             "sfdisk")
 

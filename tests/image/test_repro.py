@@ -24,18 +24,17 @@ from scripts.image.build import command, work_dir
 from scripts.image.cache import trusted_dir
 from scripts.image.common import REPO, cache_dir, sha256_file
 from scripts.image.repro import STAGE_FILES, differing, sums, varied
-from tests.chroot import CHECKOUT, made
+from tests.chroot import CHECKOUT, host_codename, made
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(3600)]  # builds take minutes
 OTHER = {"bookworm": "trixie", "trixie": "bookworm"}
 
 
 def other_release() -> str:
-    for line in Path("/etc/os-release").read_text().splitlines():
-        key, _, value = line.partition("=")
-        if key == "VERSION_CODENAME" and value.strip('"') in OTHER:
-            return OTHER[value.strip('"')]
-    pytest.fail("the other builder needs a bookworm or trixie host")
+    suite = host_codename()
+    if suite not in OTHER:
+        pytest.fail("the other builder needs a bookworm or trixie host")
+    return OTHER[suite]
 
 
 def test_another_builder_from_scratch_gives_the_same_bytes(
