@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,9 @@ class Limits:
     connection_bytes: int = 65536
     connection_timeout: float = 30.0
     connections_per_source: int = 16
+    flood_burst: int = 5  # events of one source, code and port sent as they are per window
+    flood_window: float = 60.0  # seconds; then the rest of the window is sent as one count
+    flood_sources: int = 1024  # groups tracked at once (a full table reports counts early)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,23 @@ class SSHService:
 
 
 @dataclass(frozen=True)
+class Listener:
+    """A honeypot service that needs only where to listen and what to say first: FTP, HTTP,
+    Telnet, Redis.  Off unless the device's settings turn it on (a personality chooses)."""
+
+    enabled: bool = False
+    host: str = "0.0.0.0"
+    port: int = 1
+    banner: str = ""  # the greeting or version the service shows (its own default if empty)
+    skin: str = "nas"  # HTTP only: which login page (HTTP_SKINS)
+
+
+# Each listener-only service and its well-known port (the port its .socket unit holds).
+HTTP_SKINS = ("nas", "router", "basic")
+LISTENER_PORTS = {"ftp": 21, "http": 80, "telnet": 23, "redis": 6379}
+
+
+@dataclass(frozen=True)
 class DeviceConfig:
     data_dir: Path
     run_dir: Path
@@ -81,6 +101,7 @@ class DeviceConfig:
     ssh: SSHService
     limits: Limits
     button: Button = Button()
+    listeners: dict[str, Listener] = field(default_factory=dict)  # by service name
     settings_dir: Path = Path("/data/coalmine/settings")  # DEFAULT_SETTINGS_DIR
 
     def event_socket(self, service: str) -> Path:
@@ -130,6 +151,12 @@ class DeviceConfig:
         """When (monotonic clock) the agent sent the last heartbeat the console answered: the
         applier's rollback check."""
         return self.run_dir / "agent" / "contact"
+
+    @property
+    def last_exit(self) -> Path:
+        """How the agent's previous run ended, written by its unit's ``ExecStopPost=``
+        (``$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS``) and reported at the next start."""
+        return self.run_dir / "agent" / "last-exit"
 
     @property
     def apply_dir(self) -> Path:
@@ -245,6 +272,8 @@ def parse(raw: dict[str, Any]) -> DeviceConfig:
             host_key=Path(p.get(ssh, "services.ssh.host_key", str, str(SSHService.host_key))),
             version=p.get(ssh, "services.ssh.version", str, SSHService.version),
         ),
+        listeners={name: _listener(p, p.table(raw, f"services.{name}"), name, port)
+                   for name, port in LISTENER_PORTS.items()},
         limits=cfg_limits,
     )
     p.raise_if_any()
@@ -274,6 +303,20 @@ def _button(p: _Problems, table: dict[str, Any]) -> Button:
     if button.debounce >= button.long_press:
         p.add("button.debounce: must be shorter than button.long_press")
     return button
+
+
+def _listener(p: _Problems, table: dict[str, Any], name: str, port: int) -> Listener:
+    where = f"services.{name}"
+    listener = Listener(enabled=p.get(table, f"{where}.enabled", bool, Listener.enabled),
+                        host=p.get(table, f"{where}.host", str, Listener.host),
+                        port=p.port(table, f"{where}.port", port),
+                        banner=p.get(table, f"{where}.banner", str, Listener.banner),
+                        skin=p.get(table, f"{where}.skin", str, Listener.skin))
+    if listener.skin not in HTTP_SKINS:
+        p.add(f"{where}.skin: {listener.skin!r} is not one of {', '.join(HTTP_SKINS)}")
+    if any(c in listener.banner for c in "\r\n\x00"):
+        p.add(f"{where}.banner: must be one line")
+    return listener
 
 
 def _address(p: _Problems, text: str) -> tuple[str, int] | None:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -68,7 +68,8 @@ def write_unbound_conf(path: Path, *, port: int, console_port: int, zone: str = 
 
 def device_toml(lab: Lab, *, node: str, resolver: str, heartbeat: float,
                 device: dict[str, Any] | None = None, ssh: dict[str, Any] | None = None,
-                enrolled: bool = True) -> str:
+                enrolled: bool = True, listeners: dict[str, dict[str, Any]] | None = None
+                ) -> str:
     """The one writer of device settings for a device that talks to ``lab`` (lab and QEMU).
 
     ``enrolled``: the lab enrolls the device's key by hand (``console enroll``); False makes
@@ -78,8 +79,9 @@ def device_toml(lab: Lab, *, node: str, resolver: str, heartbeat: float,
         "console": {"zone": ZONE, "public_key": lab.console_key, "resolver": resolver,
                     "heartbeat_interval": heartbeat, "max_backoff": 2.0, "enrolled": enrolled},
     }
-    if ssh:
-        doc["services"] = {"ssh": ssh}
+    services = {**({"ssh": ssh} if ssh else {}), **(listeners or {})}
+    if services:
+        doc["services"] = services
     return tomli_w.dumps(doc)
 
 
@@ -109,6 +111,8 @@ def need(tool: str) -> str:
 class Lab:
     """Console + unbound + device runtime on loopback; use as a context manager.
 
+    ``listeners``: more honeypot services to run beside SSH (``ftp``, ``telnet``, ``redis``),
+    each on a free port of its own (``listener_ports``).
     ``with_device=False`` starts only the network side (console and unbound) for a device that
     runs elsewhere, e.g. an emulated one: it reaches unbound on ``resolver_port`` and is enrolled
     with :meth:`enroll`; ``console_key`` is what the device must be given.
@@ -116,7 +120,8 @@ class Lab:
 
     def __init__(self, workdir: Path | None = None, *, heartbeat: float = 60.0,
                  with_ssh: bool = True, with_device: bool = True, pair: bool = False,
-                 health: dict[str, float] | None = None) -> None:
+                 health: dict[str, float] | None = None,
+                 listeners: Sequence[str] = ()) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="coalmine-lab-")
         self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.heartbeat = heartbeat
@@ -130,6 +135,7 @@ class Lab:
         self.console_port = free_port()
         self.resolver_port = free_port()
         self.ssh_port = free_port()
+        self.listener_ports = {name: free_port() for name in listeners}
         self.device_conf = self.dir / "device.toml"
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -170,8 +176,14 @@ class Lab:
                                               "run_dir": str(self.dir / "run"),
                                               "settings_dir": str(self.dir / "settings")},
             ssh={"host": HOST, "port": self.ssh_port, "host_key": str(data / "ssh_host_key")},
-            enrolled=not self.pair))
+            enrolled=not self.pair,
+            listeners={name: {"enabled": True, "host": HOST, "port": port}
+                       for name, port in self.listener_ports.items()}))
         self.start_agent()
+        for name, port in self.listener_ports.items():
+            self.spawn(name, [sys.executable, "-m", "firmware.services", name, "--config",
+                              str(self.device_conf)])
+            self.wait_port(port, "tcp")
         if self.with_ssh:
             ssh = [sys.executable, "-m", "firmware.services", "ssh", "--config",
                    str(self.device_conf)]

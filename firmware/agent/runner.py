@@ -24,6 +24,7 @@ from pathlib import Path
 
 from firmware.agent import listeners
 from firmware.agent.beacon import Beacon, Link
+from firmware.agent.flood import FloodControl
 from firmware.agent.pairing import Pairer
 from firmware.agent.queue import EventQueue
 from firmware.agent.settings import SettingsFetcher
@@ -44,6 +45,7 @@ from firmware.protocol.messages import (
 from firmware.shared.atomic import write_atomic
 from firmware.shared.errors import ConfigError, InputError, StorageError, TransportError
 from firmware.shared.notify import Notify, systemd_notify
+from firmware.shared.readfile import read_bounded
 
 log = logging.getLogger("coalmine.agent")
 CLOCK_SKEW_WARN = 300
@@ -55,7 +57,8 @@ MAX_REASONS = 32  # distinct refusal reasons counted by name; the rest under "ot
 
 
 class Agent:
-    EMITS = frozenset({EventCode.BOOT, EventCode.LISTENERS, EventCode.NETWORK_INTERFACES})
+    EMITS = frozenset({EventCode.BOOT, EventCode.LISTENERS, EventCode.NETWORK_INTERFACES,
+                       EventCode.AGENT_RESTARTED})
 
     def __init__(self, cfg: DeviceConfig, transport: Transport | None = None,
                  notify: Notify | None = None) -> None:
@@ -68,6 +71,8 @@ class Agent:
                                    "(console init prints both)")
         self.console_key: PeerPublicKey = link.public_key
         self.queue = EventQueue(cfg.data_dir / "queue.db", cfg.limits.queue_max_events)
+        lim = cfg.limits
+        self.flood = FloodControl(lim.flood_burst, lim.flood_window, lim.flood_sources)
         self.liveness = Liveness()
         self.counters = CounterSource(cfg.data_dir)
         self.transport = transport or DnsTransport(link.resolver, link.query_timeout)
@@ -125,6 +130,7 @@ class Agent:
                 self.liveness.tick("receiver")
                 for key, _ in sel.select(0.5):
                     self._drain(key.fileobj, key.data, limit)  # type: ignore[arg-type]
+                self.store(self.flood.due())
 
     def _drain(self, sock: socket.socket, service: str, limit: int, burst: int = 256) -> int:
         """Take up to ``burst`` waiting datagrams from one service's socket."""
@@ -154,17 +160,21 @@ class Agent:
             log.exception("datagram from %s could not be read", service)
             self._reject(service, f"internal error: {type(exc).__name__}")
             return
-        try:
-            self.queue.put(event)
-        except StorageError as exc:
-            self.store_failed += 1
-            log.error("%s (%s)", exc.message, exc.hint)
-            return
-        except Exception:
-            self.store_failed += 1
-            log.exception("event from %s could not be stored", service)
-            return
-        self.wake.set()
+        self.store(self.flood.admit(event))
+
+    def store(self, events: list[Event]) -> None:
+        """Queue what the receiver took (a failure is counted, never raised), wake the sender."""
+        for event in events:
+            try:
+                self.queue.put(event)
+            except StorageError as exc:
+                self.store_failed += 1
+                log.error("%s (%s)", exc.message, exc.hint)
+            except Exception:
+                self.store_failed += 1
+                log.exception("event %d could not be stored", int(event.code))
+        if events:
+            self.wake.set()
 
     def _reject(self, service: str, reason: str) -> None:
         """Count a refusal by reason (a bounded set of reasons; a flood logs sparingly)."""
@@ -182,6 +192,7 @@ class Agent:
     def run(self) -> None:
         """Send until ``stop`` is set: heartbeats on schedule, queued events as they come."""
         self.put_own(Event(EventCode.BOOT, time.time(), data={"NODE": self.cfg.node_name}))
+        self.report_last_exit()
         self.fetcher.report_boot_refusal()
         backoff, next_beat, next_check = 0.0, 0.0, 0.0
         while not self.stop.is_set():
@@ -227,6 +238,21 @@ class Agent:
         while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
             self.stop.wait(min(left, MAX_WAIT))
             self.liveness.tick("sender")
+
+    def report_last_exit(self) -> None:
+        """Say why the previous run ended when it did not end cleanly (systemd's words, written
+        by the unit's ``ExecStopPost=``): a watchdog restart or a crash is never silent."""
+        words = read_bounded(self.cfg.last_exit, 200).decode("utf-8", "replace").split()
+        try:
+            self.cfg.last_exit.unlink(missing_ok=True)
+        except OSError as exc:  # reported again at the next start: better twice than never
+            log.error("cannot remove %s: %s", self.cfg.last_exit, exc)
+        result, code, status = ([w[:32] for w in words] + ["", "", ""])[:3]
+        if result and result != "success":
+            log.error("the previous run ended with %s (%s %s): restarted by systemd",
+                      result, code, status)
+            self.put_own(Event(EventCode.AGENT_RESTARTED, time.time(), data={
+                "RESULT": result, "EXIT_CODE": code, "EXIT_STATUS": status}))
 
     def put_own(self, event: Event) -> None:
         """Queue an event of the agent's own; a failure is counted like any other."""
@@ -315,6 +341,7 @@ class Agent:
             self.receiver.join(timeout=2)
             sender.join(timeout=10)
             self.close_sockets(socks)
+            self.store(self.flood.flush())
             self.queue.close()
 
     def close_sockets(self, socks: dict[socket.socket, str]) -> None:

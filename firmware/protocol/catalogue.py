@@ -33,6 +33,8 @@ class EventCode(enum.IntEnum):
     SETTINGS_REFUSED = 1110  # agent: settings from the console refused, with the reason
     SETTINGS_APPLIED = 1111  # settings applier: a new version in effect (config mode)
     SETTINGS_NOT_APPLIED = 1112  # settings applier: refused, or applied and rolled back
+    AGENT_RESTARTED = 1113  # agent: systemd restarted it (watchdog, crash): why its last run ended
+    EVENTS_AGGREGATED = 1114  # agent: events of one source held back by flood control, counted
     DEVICE_OFFLINE = 1200  # console: no heartbeat for three of the device's intervals
     DEVICE_ONLINE = 1201  # console: heartbeats again after DEVICE_OFFLINE
     DEVICE_STALLED = 1202  # console: the device's queue is not draining
@@ -42,10 +44,16 @@ class EventCode(enum.IntEnum):
     DEVICE_PAIRED = 1206  # console: the operator approved the device's pairing request
     DEVICE_REVOKED = 1207  # console: the operator revoked the device; its beacons are dropped
     CONSOLE_STATE_ROLLED_BACK = 1208  # console: a device holds acks the console no longer has
+    FTP_LOGIN_ATTEMPT = 2000
+    HTTP_GET = 3000
+    HTTP_POST_LOGIN = 3001
+    HTTP_UNIMPLEMENTED_METHOD = 3002
     SSH_NEW_CONNECTION = 4000
     SSH_REMOTE_VERSION = 4001
     SSH_LOGIN_ATTEMPT = 4002
     SSH_PUBKEY_ATTEMPT = 4003  # coalmine: public-key attempt with key type and fingerprint
+    TELNET_LOGIN_ATTEMPT = 6001
+    REDIS_COMMAND = 17001
 
 
 DESCRIPTIONS: dict[EventCode, str] = {
@@ -63,6 +71,9 @@ DESCRIPTIONS: dict[EventCode, str] = {
     EventCode.SETTINGS_REFUSED: "device refused settings from its console",
     EventCode.SETTINGS_APPLIED: "device settings changed",
     EventCode.SETTINGS_NOT_APPLIED: "device settings not applied (refused or rolled back)",
+    EventCode.EVENTS_AGGREGATED: "more events of the same kind from the same source (counted)",
+    EventCode.AGENT_RESTARTED: "device agent restarted after a hang or a crash: events it "
+                               "held in memory may be lost",
     EventCode.DEVICE_OFFLINE: "device offline: heartbeats stopped",
     EventCode.DEVICE_ONLINE: "device back online",
     EventCode.DEVICE_STALLED: "device stalled: its events are not getting out",
@@ -73,19 +84,30 @@ DESCRIPTIONS: dict[EventCode, str] = {
     EventCode.DEVICE_REVOKED: "device revoked by the operator",
     EventCode.CONSOLE_STATE_ROLLED_BACK: "console state went back (a restored state directory): "
                                          "recorded traffic may have been accepted again",
+    EventCode.FTP_LOGIN_ATTEMPT: "FTP login attempt",
+    EventCode.HTTP_GET: "HTTP page request",
+    EventCode.HTTP_POST_LOGIN: "HTTP login attempt",
+    EventCode.HTTP_UNIMPLEMENTED_METHOD: "HTTP request with an unimplemented method",
     EventCode.SSH_NEW_CONNECTION: "SSH new connection",
     EventCode.SSH_REMOTE_VERSION: "SSH remote version",
     EventCode.SSH_LOGIN_ATTEMPT: "SSH password login attempt",
     EventCode.SSH_PUBKEY_ATTEMPT: "SSH public key login attempt",
+    EventCode.TELNET_LOGIN_ATTEMPT: "Telnet login attempt",
+    EventCode.REDIS_COMMAND: "Redis command (AUTH: a login attempt)",
 }
 
 # Which codes each service may hand to the agent (its ``event_codes`` must match).
 SOURCES: dict[str, frozenset[EventCode]] = {
     "button": frozenset({EventCode.CONFIG_MODE_ENTERED, EventCode.CONFIG_MODE_LEFT,
                          EventCode.BUTTON_PRESSED}),
+    "ftp": frozenset({EventCode.FTP_LOGIN_ATTEMPT}),
+    "http": frozenset({EventCode.HTTP_GET, EventCode.HTTP_POST_LOGIN,
+                       EventCode.HTTP_UNIMPLEMENTED_METHOD}),
+    "redis": frozenset({EventCode.REDIS_COMMAND}),
     "settings": frozenset({EventCode.SETTINGS_APPLIED, EventCode.SETTINGS_NOT_APPLIED}),
     "ssh": frozenset({EventCode.SSH_NEW_CONNECTION, EventCode.SSH_REMOTE_VERSION,
                       EventCode.SSH_LOGIN_ATTEMPT, EventCode.SSH_PUBKEY_ATTEMPT}),
+    "telnet": frozenset({EventCode.TELNET_LOGIN_ATTEMPT}),
 }
 
 # Codes no device ever sends: the console's own events about a device, and the heartbeat (kept as

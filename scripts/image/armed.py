@@ -9,10 +9,13 @@ does it; armed = the console has its first heartbeat.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,24 +37,49 @@ class Guest:
     forwards: dict[int, int] = field(default_factory=dict)  # guest port -> host port
     argv: list[str] = field(default_factory=list)  # how QEMU was started (power_cycle)
 
-    def press(self, seconds: float) -> None:
-        """Hold the board's button for ``seconds``: QEMU's power button is wired to GPIO line 3,
-        each ``system_powerdown`` raises it for 100 ms, so repeating it every 50 ms holds it."""
+    @contextlib.contextmanager
+    def machine(self) -> Iterator[Callable[..., None]]:
+        """A QMP session: ``execute(command, **arguments)``, refused commands raise."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as qmp:
             qmp.settimeout(10)
             qmp.connect(str(self.qmp))
             reader = qmp.makefile("rb")
             reader.readline()  # the greeting
-            qmp.sendall(b'{"execute": "qmp_capabilities"}\n')
-            reader.readline()
+
+            def execute(command: str, **arguments: object) -> None:
+                qmp.sendall(json.dumps({"execute": command, "arguments": arguments}).encode()
+                            + b"\n")
+                while True:  # asynchronous events come in between: skip to the reply
+                    reply = json.loads(reader.readline() or b"{}")
+                    if "return" in reply:
+                        return
+                    if "event" not in reply:
+                        raise EnvironmentFault(f"QEMU refused {command}: {reply}")
+
+            execute("qmp_capabilities")
+            yield execute
+
+    def press(self, seconds: float) -> None:
+        """Hold the board's button for ``seconds``: QEMU's power button is wired to GPIO line 3,
+        each ``system_powerdown`` raises it for 100 ms, so repeating it every 50 ms holds it."""
+        with self.machine() as execute:
             end = time.monotonic() + seconds
             while True:
-                qmp.sendall(b'{"execute": "system_powerdown"}\n')
-                if b"error" in reader.readline():
-                    raise EnvironmentFault("QEMU refused system_powerdown")
+                execute("system_powerdown")
                 if time.monotonic() >= end:
                     return
                 time.sleep(0.05)
+
+    def card_writes(self, stalled: bool) -> None:
+        """Make the card stop completing writes (one byte a second: a hung SD card) or heal it;
+        reads go on, so what runs from the page cache and the read-only root keeps running.
+        The throttle sits on the virtio device's block backend (its QOM path), not the PCI
+        proxy that carries the id."""
+        rate = 1 if stalled else 0
+        backend = f"/machine/peripheral/{qemu.DISK_ID}/virtio-backend"
+        with self.machine() as execute:
+            execute("block_set_io_throttle", id=backend, bps=0, bps_rd=0, bps_wr=rate, iops=0,
+                    iops_rd=0, iops_wr=rate)
 
     def log(self) -> str:
         return self.serial.read_text(errors="replace") if self.serial.exists() else ""

@@ -44,13 +44,17 @@ def working_copy(src_dir: Path, dest: Path, provision: Path | None = None) -> Pa
     return dest
 
 
+DISK_ID = "card"  # the disk's device id, for QMP
+
+
 def command(src_dir: Path, disk_img: Path, *, ssh_port: int | None = None,
             serial: str = "mon:stdio", smp: int = 2, qmp: Path | None = None,
             second_nic: bool = False, forwards: dict[int, int] | None = None) -> list[str]:
     """The qemu-system-aarch64 argv for the virt machine booting ``disk_img``.
 
     ``qmp``: a Unix socket for QEMU's machine protocol, through which a test presses the
-    board's button (``system_powerdown`` raises line 3 of the PL061 GPIO controller).
+    board's button (``system_powerdown`` raises line 3 of the PL061 GPIO controller) or makes
+    the card stop taking writes (``block_set_io_throttle`` on the disk ``DISK_ID``).
     ``second_nic``: a second network adapter (eth1), as if someone plugged one in: the device
     must keep it down and report it.  ``forwards``: more TCP ports, host port -> guest port (a
     honeypot moved to another port by signed settings).
@@ -67,7 +71,7 @@ def command(src_dir: Path, disk_img: Path, *, ssh_port: int | None = None,
         "-kernel", str(boot / "vmlinuz"), "-initrd", str(boot / "initrd.img"),
         "-append", (boot / "cmdline.txt").read_text().strip(),
         "-drive", f"if=none,id=d0,file={disk_img},format=raw",
-        "-device", "virtio-blk-pci,drive=d0",
+        "-device", f"virtio-blk-pci,drive=d0,id={DISK_ID}",
         "-netdev", net, "-device", "virtio-net-pci,netdev=n0,romfile=",  # no PXE ROM: -kernel boot
         "-device", "virtio-rng-pci",
         *(["-qmp", f"unix:{qmp},server=on,wait=off"] if qmp else []),

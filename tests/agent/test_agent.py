@@ -3,9 +3,11 @@
 import asyncio
 import json
 import random
+import shlex
 import shutil
 import socket
 import string
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +37,7 @@ def login(i: int, password: str = "p" * 150, src: str = "127.0.0.9") -> Event:
                  "127.0.0.1", 2222, {"USERNAME": f"user{i}", "PASSWORD": password})
 
 
-def make_agent(tmp_path: Path, console: LoopbackConsole, data: str = "data", **limits: int
+def make_agent(tmp_path: Path, console: LoopbackConsole, data: str = "data", **limits: float
                ) -> Agent:
     key, _ = load_or_create_key(tmp_path / data)
     if key.public().device_id() not in console.core._devices:
@@ -317,8 +319,9 @@ def test_receiver_and_sender_threads_share_the_queue_safely(tmp_path, console):
     limit = agent.cfg.limits.event_datagram_bytes
 
     def produce(k: int) -> None:  # the receiver's path: store, then wake the sender
-        for i in range(40):
-            agent.accept_datagram("ssh", encode_datagram(login(k * 100 + i)), limit)
+        for i in range(40):  # each from a source of its own: no flood control
+            event = login(k * 100 + i, src=f"127.0.{k}.{i + 1}")
+            agent.accept_datagram("ssh", encode_datagram(event), limit)
 
     producers = [threading.Thread(target=produce, args=(k,)) for k in range(3)]
     for p in producers:
@@ -329,13 +332,51 @@ def test_receiver_and_sender_threads_share_the_queue_safely(tmp_path, console):
     assert len(console.events(4002)) == 120
 
 
+def test_a_hammering_source_is_counted_not_flooded_and_others_still_go_out(tmp_path, console):
+    """300 attempts from one source inside a window: its first 5 are sent, then one count;
+    a new source in the middle of it goes out at once; the count comes when the window ends."""
+    agent = make_agent(tmp_path, console, flood_window=1.0, flood_burst=5)
+    limit = agent.cfg.limits.event_datagram_bytes
+    for i in range(300):
+        agent.accept_datagram("ssh", encode_datagram(login(i, src="192.0.2.7")), limit)
+        if i == 150:
+            agent.accept_datagram("ssh", encode_datagram(login(999, src="192.0.2.8")), limit)
+    assert agent.queue.depth() == 6, "5 + the other source's first: nothing else yet"
+    time.sleep(1.1)
+    agent.store(agent.flood.due())
+    while agent.send_one():
+        pass
+    sent = console.events(4002)
+    assert sorted(e["logdata"]["USERNAME"] for e in sent) == [
+        "user0", "user1", "user2", "user3", "user4", "user999"]
+    (count,) = console.events(int(EventCode.EVENTS_AGGREGATED))
+    assert count["src_host"] == "192.0.2.7" and count["dst_port"] == 2222
+    assert count["logdata"]["CODE"] == 4002 and count["logdata"]["COUNT"] == 295
+    assert count["logdata"]["SECONDS"] >= 1
+
+
+def test_a_stopping_agent_reports_the_counts_it_holds(tmp_path, console):
+    agent = make_agent(tmp_path, console, flood_burst=1)
+    socks = agent.open_sockets()
+    sink = SocketSink(agent.cfg.event_socket("ssh"))
+    for i in range(4):
+        sink.emit(login(i, src="192.0.2.9"))
+    agent.close_sockets(socks)  # what serve() does as it stops: drain, then flush the counts
+    agent.store(agent.flood.flush())
+    while agent.send_one():
+        pass
+    assert [e["logdata"]["USERNAME"] for e in console.events(4002)] == ["user0"]
+    assert console.events(int(EventCode.EVENTS_AGGREGATED))[0]["logdata"]["COUNT"] == 3
+
+
 def test_full_disk_is_counted_and_reported_in_the_heartbeat(tmp_path, console):
     agent = make_agent(tmp_path, console)
     db = agent.queue.db
     db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
     limit = agent.cfg.limits.event_datagram_bytes
     for i in range(200):
-        agent.accept_datagram("ssh", encode_datagram(login(i, password=NOISE)), limit)
+        event = login(i, password=NOISE, src=f"127.0.{i // 200}.{i % 200 + 1}")
+        agent.accept_datagram("ssh", encode_datagram(event), limit)
     assert agent.store_failed > 0
     db.execute("PRAGMA max_page_count = 1000000")
     agent.send_heartbeat()
@@ -422,6 +463,43 @@ def test_heartbeat_reports_a_dead_receiver_and_the_watchdog_stops(tmp_path, cons
     console.flush()
     (event,) = console.events(int(EventCode.DEVICE_UNHEALTHY))
     assert "event receiver down" in event["logdata"]["REASONS"]
+
+
+UNIT = Path(__file__).resolve().parents[2] / "overlay/usr/lib/systemd/system/coalmine-agent.service"
+
+
+def record_exit(run_dir: Path, **env: str) -> None:
+    """Run the agent unit's own ``ExecStopPost=`` line as systemd would: ``$$`` is a dollar for
+    the shell, the variables are systemd's, the path moved into the test's run directory."""
+    (line,) = [x for x in UNIT.read_text().splitlines() if x.startswith("ExecStopPost=")]
+    argv = shlex.split(line.removeprefix("ExecStopPost=").replace("$$", "$")
+                       .replace("/run/coalmine", str(run_dir)))
+    subprocess.run(argv, env={"PATH": "/usr/bin:/bin", **env}, check=True, timeout=10)
+
+
+@pytest.mark.parametrize("result", ["watchdog", "exit-code"])
+def test_a_restart_by_systemd_is_reported_at_the_next_start(tmp_path, console, result):
+    agent = make_agent(tmp_path, console)
+    agent.cfg.last_exit.parent.mkdir(parents=True)
+    record_exit(tmp_path / "run", SERVICE_RESULT=result, EXIT_CODE="killed", EXIT_STATUS="ABRT")
+    agent.report_last_exit()
+    agent.report_last_exit()  # reported once: the record is gone
+    while agent.send_one():
+        pass
+    (event,) = console.events(int(EventCode.AGENT_RESTARTED))
+    assert event["logdata"] == {"RESULT": result, "EXIT_CODE": "killed", "EXIT_STATUS": "ABRT"}
+    assert not agent.cfg.last_exit.exists()
+
+
+def test_a_clean_stop_or_a_first_start_reports_no_restart(tmp_path, console):
+    agent = make_agent(tmp_path, console)
+    agent.report_last_exit()  # nothing recorded: the first start of a boot
+    agent.cfg.last_exit.parent.mkdir(parents=True)
+    record_exit(tmp_path / "run", SERVICE_RESULT="success", EXIT_CODE="exited", EXIT_STATUS="0")
+    agent.report_last_exit()
+    while agent.send_one():
+        pass
+    assert not console.events(int(EventCode.AGENT_RESTARTED))
 
 
 def test_listeners_are_reported_at_start(tmp_path, console):

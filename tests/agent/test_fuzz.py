@@ -70,7 +70,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Agent, L
 
 
 def probe(n: int) -> bytes:
-    return encode_datagram(Event(EventCode.SSH_LOGIN_ATTEMPT, 1_700_000_000, "192.0.2.9", n,
+    """An honest attempt, each from a source of its own (flood control has tests of its own)."""
+    source = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+    return encode_datagram(Event(EventCode.SSH_LOGIN_ATTEMPT, 1_700_000_000, source, 40000,
                                  "192.0.2.1", 22, {"USERNAME": f"probe{n}"}))
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from firmware.config import LISTENER_PORTS
+from firmware.protocol.catalogue import SOURCES
 from tests.image.conftest import cpio_files, extract, partitions
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(3600)]  # builds take minutes
@@ -74,7 +76,9 @@ def test_no_package_manager_docs_or_locales(root: Path) -> None:
 def test_service_users_have_no_login(root: Path) -> None:
     users = {f[0]: f for f in (line.split(":") for line in
                                (root / "etc/passwd").read_text().splitlines())}
-    for name, uid in (("coalmine-agent", "901"), ("coalmine-ssh", "902")):
+    for name, uid in (("coalmine-agent", "901"), ("coalmine-ssh", "902"), ("coalmine-ftp", "904"),
+                      ("coalmine-telnet", "905"), ("coalmine-redis", "906"),
+                      ("coalmine-http", "907")):
         assert users[name][2] == uid
         assert users[name][6] == "/usr/sbin/nologin"
     for unit, user in (("coalmine-agent", "coalmine-agent"), ("coalmine-ssh", "coalmine-ssh")):
@@ -196,6 +200,9 @@ def test_event_path_and_agent_watchdog(root: Path) -> None:
     assert rows["/run/coalmine/apply"][1:] == ["root", "root"], "the settings layer's"
     assert rows["/run/coalmine/ssh"] == ["2750", "coalmine-agent", "coalmine-ssh"]
     assert rows["/data/coalmine/ssh"] == ["2750", "root", "coalmine-ssh"]
+    for source in SOURCES:  # the agent makes a socket for each: it cannot make the directory
+        group = "root" if source == "settings" else f"coalmine-{source}"
+        assert rows[f"/run/coalmine/{source}"] == ["2750", "coalmine-agent", group], source
     agent = unit(root, "coalmine-agent.service")
     assert agent["Type"] == ["notify"] and agent["NotifyAccess"] == ["main"]
     assert agent["WatchdogSec"] == ["30s"] and agent["Restart"] == ["always"]
@@ -268,6 +275,18 @@ def test_ssh_honeypot_gets_its_port_and_nothing_else(root: Path) -> None:
     assert hostkey["ReadWritePaths"] == ["/data/coalmine/ssh"]
 
 
+def test_listener_honeypots_get_their_port_their_user_and_nothing_else(root: Path) -> None:
+    template = unit(root, "coalmine-listener@.service")
+    assert template["User"] == ["coalmine-%i"] and template["PrivateNetwork"] == ["yes"]
+    assert template["IPAddressDeny"] == ["any"] and template["RestrictAddressFamilies"] == [
+        "AF_UNIX"]
+    assert template["CapabilityBoundingSet"] == [""] and "ReadWritePaths" not in template
+    for name, port in LISTENER_PORTS.items():
+        sock = unit(root, f"coalmine-{name}.socket")
+        assert sock["ListenStream"] == [str(port)] and sock["FileDescriptorName"] == [name]
+        assert sock["Service"] == [f"coalmine-listener@{name}.service"]
+
+
 def test_no_multicast_responders_and_a_bland_host_name(root: Path) -> None:
     resolved = (root / "etc/systemd/resolved.conf.d/coalmine.conf").read_text()
     assert "LLMNR=no" in resolved and "MulticastDNS=no" in resolved
@@ -287,14 +306,16 @@ def test_unit_sandbox_scores(root: Path) -> None:
 daemon 0.6 (no network; it needs the GPIO character devices, a group of its own for them and
 coalmine-events to reach its event socket, so no PrivateDevices= and no PrivateUsers=)."""
     for name, limit in (("coalmine-agent.service", 1.1), ("coalmine-ssh.service", 0.2),
-                        ("coalmine-ssh-hostkey.service", 1.0), ("coalmine-button.service", 0.6)):
+                        ("coalmine-ssh-hostkey.service", 1.0), ("coalmine-button.service", 0.6),
+                        *((f"coalmine-listener@{n}.service", 0.2) for n in LISTENER_PORTS)):
         proc = subprocess.run(["systemd-analyze", "security", "--offline=yes",
                                f"--root={root}", "--no-pager", name],
                               capture_output=True, text=True, check=False)
         m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout + proc.stderr)
         assert m, proc.stdout + proc.stderr
         assert float(m.group(1)) <= limit, (name, proc.stdout[-3000:])
-        assert stat.S_ISREG((root / "usr/lib/systemd/system" / name).stat().st_mode)
+        file = re.sub(r"@[^.]+\.", "@.", name)  # an instance is its template's file
+        assert stat.S_ISREG((root / "usr/lib/systemd/system" / file).stat().st_mode)
 
 
 def test_the_image_states_its_source_and_build_environment(root: Path, qemu_out: Path) -> None:

@@ -256,3 +256,26 @@ def test_applied_settings_survive_a_power_cut(booted: Booted) -> None:
     event = ssh_event_on(lab, guest.forwards[MOVED_SSH_PORT], "eve")
     assert event["dst_port"] == MOVED_SSH_PORT
     assert not in_config_mode(lab), "a card that is not fresh boots in production"
+
+
+def test_a_hung_agent_is_restarted_by_its_watchdog_and_says_so(booted: Booted) -> None:
+    """The card stops completing writes (a hung SD card, through QMP's write throttle): the
+    agent's receiver blocks storing the next event (a button press), the agent stops pinging,
+    systemd's watchdog (30 s) ends it; when the card answers again, the agent restarts and
+    reports why its last run ended (1113, RESULT=watchdog), and heartbeats go on."""
+    lab, guest = booted.lab, booted.guest
+    before = [e for e in lab.events() if e["logtype"] == 1113]
+    assert not before, f"the agent was restarted before the test: {before}"
+    guest.card_writes(stalled=True)
+    try:
+        guest.press(0.3)  # an event: the receiver's durable store now waits on the card
+        guest.wait_serial(r"not pinging the watchdog: \w+ stopped making progress", 180)
+        time.sleep(45)  # past WatchdogSec=30s after the last ping
+    finally:
+        guest.card_writes(stalled=False)
+    restarted = lab.wait_event(lambda e: e["logtype"] == 1113, timeout=300)
+    assert restarted["logdata"]["RESULT"] == "watchdog", restarted
+    assert restarted["node_id"] == "qemu-device"
+    beats = lab.console("devices")
+    lab.wait_for(lambda: lab.console("devices") != beats, 120, "heartbeats after the restart",
+                 poll=2)

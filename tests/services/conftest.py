@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from firmware.config import DeviceConfig, Limits, SSHService, parse
+from firmware.config import LISTENER_PORTS, DeviceConfig, Limits, Listener, SSHService, parse
 from firmware.eventpath import EventSink
 from firmware.protocol.event import Event
 from firmware.services.base import Service
@@ -37,6 +37,8 @@ def make_config(tmp_path: Path, **limits: Any) -> DeviceConfig:
     return dataclasses.replace(
         base, data_dir=tmp_path, run_dir=tmp_path / "run",
         ssh=SSHService(host="127.0.0.1", port=0, host_key=tmp_path / "ssh" / "host_key"),
+        listeners={name: Listener(enabled=True, host="127.0.0.1", port=0)
+                   for name in LISTENER_PORTS},
         limits=dataclasses.replace(Limits(), **limits))
 
 
