@@ -8,6 +8,7 @@ partition.  Validation collects every problem before raising one ``ConfigError``
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.protocol.keys import PeerPublicKey
+from firmware.protocol.settings import HTTP_SKINS
 from firmware.shared.errors import ConfigError, DecodeError
 
 DEFAULT_PATH = Path("/etc/coalmine/device.toml")
@@ -28,7 +30,9 @@ class Limits:
     event_datagram_bytes: int = 8192
     connection_bytes: int = 65536
     connection_timeout: float = 30.0
-    connections_per_source: int = 16
+    connections_per_source: int = 16  # an IPv4 address or an IPv6 /64
+    connections_total: int = 256
+    idle_exit: float = 300.0  # a socket-activated honeypot with nobody connected exits after this
     flood_burst: int = 5  # events of one source, code and port sent as they are per window
     flood_window: float = 60.0  # seconds; then the rest of the window is sent as one count
     flood_sources: int = 1024  # groups tracked at once (a full table reports counts early)
@@ -84,12 +88,47 @@ class Listener:
     host: str = "0.0.0.0"
     port: int = 1
     banner: str = ""  # the greeting or version the service shows (its own default if empty)
-    skin: str = "nas"  # HTTP only: which login page (HTTP_SKINS)
+    skin: str = "nas"  # HTTP and HTTPS: which login page (HTTP_SKINS)
+    # HTTPS only: the certificate's subject as (attribute, value) pairs (empty: the skin's
+    # default), and the one PEM file with its key and certificate, made by --make-host-key
+    cert_subject: tuple[tuple[str, str], ...] = ()
+    certificate: Path = Path("/data/coalmine/https/tls.pem")
 
 
 # Each listener-only service and its well-known port (the port its .socket unit holds).
-HTTP_SKINS = ("nas", "router", "basic")
-LISTENER_PORTS = {"ftp": 21, "http": 80, "telnet": 23, "redis": 6379}
+LISTENER_PORTS = {"ftp": 21, "http": 80, "https": 443, "telnet": 23, "redis": 6379,
+                  "mysql": 3306}
+# What a certificate subject may name (``cert_subject = "CN=nas01,O=Synology Inc.,C=TW"``)
+SUBJECT_ATTRIBUTES = ("CN", "O", "OU", "L", "ST", "C")
+
+
+@dataclass(frozen=True)
+class PortScan:
+    """The port-scan detector (firmware/services/portscan.py): it reads the packets sent to the
+    device, so it needs no port, only which interfaces to watch.  Off unless enabled."""
+
+    enabled: bool = False
+    interfaces: tuple[str, ...] = ()  # empty: every interface
+    window: float = 60.0  # seconds a scan window lasts (per source and kind of probe)
+    max_sources: int = 1024  # sources tracked at once; more go to one catch-all bucket
+
+
+@dataclass(frozen=True)
+class SMBService:
+    """The Windows file share (firmware/services/smb.py).  It opens to the honey credential
+    (its NT hash, never the password, is all the device keeps: enough to check an NTLMv2
+    response and sign the session) and to guest or anonymous where a client allows it."""
+
+    enabled: bool = False
+    host: str = "0.0.0.0"
+    port: int = 445
+    server_name: str = "FS01"  # NetBIOS name (15 characters at most)
+    domain: str = "WORKGROUP"  # NetBIOS workgroup or domain
+    dns_domain: str = ""  # e.g. corp.example.com; empty: a workgroup server
+    share: str = "Documents"
+    honey_user: str = ""  # empty: no credential opens the share, only guest and anonymous
+    honey_nt_hash: str = ""  # 32 hex digits: MD4 of the password's UTF-16LE
+    guest: bool = True  # guest and anonymous sessions may list and read the share
 
 
 @dataclass(frozen=True)
@@ -102,6 +141,8 @@ class DeviceConfig:
     limits: Limits
     button: Button = Button()
     listeners: dict[str, Listener] = field(default_factory=dict)  # by service name
+    portscan: PortScan = PortScan()
+    smb: SMBService = SMBService()
     settings_dir: Path = Path("/data/coalmine/settings")  # DEFAULT_SETTINGS_DIR
 
     def event_socket(self, service: str) -> Path:
@@ -274,6 +315,8 @@ def parse(raw: dict[str, Any]) -> DeviceConfig:
         ),
         listeners={name: _listener(p, p.table(raw, f"services.{name}"), name, port)
                    for name, port in LISTENER_PORTS.items()},
+        portscan=_portscan(p, p.table(raw, "services.portscan")),
+        smb=_smb(p, p.table(raw, "services.smb")),
         limits=cfg_limits,
     )
     p.raise_if_any()
@@ -311,12 +354,82 @@ def _listener(p: _Problems, table: dict[str, Any], name: str, port: int) -> List
                         host=p.get(table, f"{where}.host", str, Listener.host),
                         port=p.port(table, f"{where}.port", port),
                         banner=p.get(table, f"{where}.banner", str, Listener.banner),
-                        skin=p.get(table, f"{where}.skin", str, Listener.skin))
+                        skin=p.get(table, f"{where}.skin", str, Listener.skin),
+                        cert_subject=_subject(p, where, p.get(table, f"{where}.cert_subject",
+                                                              str, "")),
+                        certificate=Path(p.get(table, f"{where}.certificate", str,
+                                               str(Listener.certificate))))
     if listener.skin not in HTTP_SKINS:
         p.add(f"{where}.skin: {listener.skin!r} is not one of {', '.join(HTTP_SKINS)}")
     if any(c in listener.banner for c in "\r\n\x00"):
         p.add(f"{where}.banner: must be one line")
     return listener
+
+
+def _subject(p: _Problems, where: str, text: str) -> tuple[tuple[str, str], ...]:
+    """``CN=nas01,O=Synology Inc.`` as pairs (``\\,`` is a comma inside a value)."""
+    if not text:
+        return ()
+    pairs: list[tuple[str, str]] = []
+    for part in (x.replace("\x00", ",") for x in text.replace("\\,", "\x00").split(",")):
+        key, sep, value = part.partition("=")
+        key, value = key.strip().upper(), value.strip()
+        if not sep or key not in SUBJECT_ATTRIBUTES:
+            p.add(f"{where}.cert_subject: {part.strip()!r} is not ATTRIBUTE=VALUE with an "
+                  f"attribute of {', '.join(SUBJECT_ATTRIBUTES)}")
+        elif not 0 < len(value) <= 64 or not value.isprintable():
+            p.add(f"{where}.cert_subject: {key} must be 1-64 printable characters")
+        elif key == "C" and not (len(value) == 2 and value.isascii() and value.isalpha()):
+            p.add(f"{where}.cert_subject: C must be a two-letter country code, not {value!r}")
+        else:
+            pairs.append((key, value.upper() if key == "C" else value))
+    if len(pairs) > 8:
+        p.add(f"{where}.cert_subject: at most 8 attributes")
+    return tuple(pairs)
+
+
+def _smb(p: _Problems, table: dict[str, Any]) -> SMBService:
+    d = SMBService()
+    smb = SMBService(
+        enabled=p.get(table, "services.smb.enabled", bool, d.enabled),
+        host=p.get(table, "services.smb.host", str, d.host),
+        port=p.port(table, "services.smb.port", d.port),
+        guest=p.get(table, "services.smb.guest", bool, d.guest),
+        **{name: p.get(table, f"services.smb.{name}", str, getattr(d, name))
+           for name in ("server_name", "domain", "dns_domain", "share", "honey_user",
+                        "honey_nt_hash")},
+    )
+    for name in ("server_name", "domain", "share"):
+        value = getattr(smb, name)
+        if not 0 < len(value) <= 15 or not all(c.isalnum() or c in "-_$" for c in value):
+            p.add(f"services.smb.{name}: {value!r} is not 1-15 letters, digits, - or _")
+    if smb.dns_domain and not all(0 < len(x) <= 63 and x.replace("-", "").isalnum()
+                                  for x in smb.dns_domain.split(".")):
+        p.add(f"services.smb.dns_domain: {smb.dns_domain!r} is not a DNS name")
+    if smb.honey_nt_hash and (len(smb.honey_nt_hash) != 32
+                              or not all(c in "0123456789abcdefABCDEF" for c in smb.honey_nt_hash)):
+        p.add("services.smb.honey_nt_hash: not 32 hex digits (the NT hash: MD4 of the "
+              "password in UTF-16LE)")
+    if bool(smb.honey_user) != bool(smb.honey_nt_hash):
+        p.add("services.smb: honey_user and honey_nt_hash go together")
+    if len(smb.honey_user) > 64 or any(c in smb.honey_user for c in "\\/@\x00"):
+        p.add("services.smb.honey_user: a plain user name of at most 64 characters")
+    return smb
+
+
+def _portscan(p: _Problems, table: dict[str, Any]) -> PortScan:
+    d = PortScan()
+    names = p.get(table, "services.portscan.interfaces", list, [])
+    if not all(isinstance(n, str) and 0 < len(n) < 16 and "/" not in n and n.isprintable()
+               for n in names):
+        p.add("services.portscan.interfaces: a list of interface names (at most 15 characters)")
+        names = []
+    return PortScan(
+        enabled=p.get(table, "services.portscan.enabled", bool, d.enabled),
+        interfaces=tuple(names),
+        window=p.get(table, "services.portscan.window", float, d.window, positive=True),
+        max_sources=p.get(table, "services.portscan.max_sources", int, d.max_sources,
+                          positive=True))
 
 
 def _address(p: _Problems, text: str) -> tuple[str, int] | None:
@@ -355,6 +468,9 @@ class _Problems:
             value = float(value)
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
             self.add(f"{dotted}: expected {kind.__name__}, got {value!r}")
+            return default
+        if kind is float and not math.isfinite(value):  # TOML has nan and inf
+            self.add(f"{dotted}: {value} is not a finite number")
             return default
         if positive and value <= 0:
             self.add(f"{dotted}: must be positive")

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -85,6 +85,11 @@ def device_toml(lab: Lab, *, node: str, resolver: str, heartbeat: float,
     return tomli_w.dumps(doc)
 
 
+def listener_files(data: Path) -> dict[str, dict[str, str]]:
+    """Where the lab puts what `--make-host-key` makes for a listener (the HTTPS certificate)."""
+    return {"https": {"certificate": str(data / "https" / "tls.pem")}}
+
+
 def free_port() -> int:
     """A port free for both UDP and TCP on 127.0.0.1."""
     for _ in range(50):
@@ -111,8 +116,9 @@ def need(tool: str) -> str:
 class Lab:
     """Console + unbound + device runtime on loopback; use as a context manager.
 
-    ``listeners``: more honeypot services to run beside SSH (``ftp``, ``telnet``, ``redis``),
-    each on a free port of its own (``listener_ports``).
+    ``listeners``: more honeypot services to run beside SSH (``ftp``, ``https``, ``redis`` ...),
+    each on a free port of its own (``listener_ports``); ``service_settings`` adds to a
+    service's ``[services.NAME]`` table (e.g. the SMB share's honey credential).
     ``with_device=False`` starts only the network side (console and unbound) for a device that
     runs elsewhere, e.g. an emulated one: it reaches unbound on ``resolver_port`` and is enrolled
     with :meth:`enroll`; ``console_key`` is what the device must be given.
@@ -121,7 +127,8 @@ class Lab:
     def __init__(self, workdir: Path | None = None, *, heartbeat: float = 60.0,
                  with_ssh: bool = True, with_device: bool = True, pair: bool = False,
                  health: dict[str, float] | None = None,
-                 listeners: Sequence[str] = ()) -> None:
+                 listeners: Sequence[str] = (),
+                 service_settings: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="coalmine-lab-")
         self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.heartbeat = heartbeat
@@ -136,6 +143,7 @@ class Lab:
         self.resolver_port = free_port()
         self.ssh_port = free_port()
         self.listener_ports = {name: free_port() for name in listeners}
+        self.service_settings = service_settings or {}
         self.device_conf = self.dir / "device.toml"
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -177,12 +185,18 @@ class Lab:
                                               "settings_dir": str(self.dir / "settings")},
             ssh={"host": HOST, "port": self.ssh_port, "host_key": str(data / "ssh_host_key")},
             enrolled=not self.pair,
-            listeners={name: {"enabled": True, "host": HOST, "port": port}
+            listeners={name: {"enabled": True, "host": HOST, "port": port,
+                              **listener_files(data).get(name, {}),
+                              **self.service_settings.get(name, {})}
                        for name, port in self.listener_ports.items()}))
         self.start_agent()
         for name, port in self.listener_ports.items():
-            self.spawn(name, [sys.executable, "-m", "firmware.services", name, "--config",
-                              str(self.device_conf)])
+            argv = [sys.executable, "-m", "firmware.services", name, "--config",
+                    str(self.device_conf)]
+            if name in listener_files(data):  # made beforehand, as the device's oneshot does
+                run([*argv, "--make-host-key"], cwd=REPO, quiet=True, timeout=60,
+                    env={"PYTHONPATH": str(REPO)})
+            self.spawn(name, argv)
             self.wait_port(port, "tcp")
         if self.with_ssh:
             ssh = [sys.executable, "-m", "firmware.services", "ssh", "--config",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.config import load
+from firmware.config import load, parse
 from firmware.shared.errors import ConfigError
 
 
@@ -38,3 +38,18 @@ def test_a_wrong_console_key_is_refused_before_anything_is_sent(tmp_path: Path) 
     card.write_text('[console]\nzone = "c.test"\npublic_key = "' + "A" * 43 + '="\n')
     with pytest.raises(ConfigError, match="low-order"):  # 32 zero bytes: every shared key alike
         load([card])
+
+
+def test_smb_settings_and_numbers_that_never_end_are_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse({"limits": {"flood_window": float("inf"), "connection_timeout": float("nan")},
+               "services": {"smb": {"honey_user": "ops", "honey_nt_hash": "xyz",
+                                    "server_name": "A" * 16, "share": "a b"}}})
+    text = str(caught.value)
+    for problem in ("limits.flood_window: inf is not a finite number",
+                    "limits.connection_timeout: nan is not a finite number",
+                    "honey_nt_hash: not 32 hex digits", "services.smb.server_name",
+                    "services.smb.share"):
+        assert problem in text, text
+    ok = parse({"services": {"smb": {"honey_user": "ops", "honey_nt_hash": "a" * 32}}})
+    assert ok.smb.honey_user == "ops" and not ok.smb.enabled

@@ -20,6 +20,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from firmware.agent import listeners
@@ -58,6 +59,7 @@ MAX_REASONS = 32  # distinct refusal reasons counted by name; the rest under "ot
 
 class Agent:
     EMITS = frozenset({EventCode.BOOT, EventCode.LISTENERS, EventCode.NETWORK_INTERFACES,
+                       EventCode.EVENTS_DROPPED,
                        EventCode.AGENT_RESTARTED})
 
     def __init__(self, cfg: DeviceConfig, transport: Transport | None = None,
@@ -73,6 +75,7 @@ class Agent:
         self.queue = EventQueue(cfg.data_dir / "queue.db", cfg.limits.queue_max_events)
         lim = cfg.limits
         self.flood = FloodControl(lim.flood_burst, lim.flood_window, lim.flood_sources)
+        self.drop_counts = DropCounts()
         self.liveness = Liveness()
         self.counters = CounterSource(cfg.data_dir)
         self.transport = transport or DnsTransport(link.resolver, link.query_timeout)
@@ -130,7 +133,7 @@ class Agent:
                 self.liveness.tick("receiver")
                 for key, _ in sel.select(0.5):
                     self._drain(key.fileobj, key.data, limit)  # type: ignore[arg-type]
-                self.store(self.flood.due())
+                self.store(self.flood.due() + self.drop_counts.due())
 
     def _drain(self, sock: socket.socket, service: str, limit: int, burst: int = 256) -> int:
         """Take up to ``burst`` waiting datagrams from one service's socket."""
@@ -151,6 +154,9 @@ class Agent:
         """Validate and store one datagram; nothing in it can raise out of here."""
         try:
             event = decode_datagram(data, limit)
+            if event.code == EventCode.EVENTS_DROPPED:  # a sender's own count, told as ours
+                self.store(self.drop_counts.add(service, event))
+                return
             if event.code not in SOURCES.get(service, ()):
                 raise InputError(f"code {int(event.code)} is not one {service} may send")
         except InputError as exc:
@@ -342,6 +348,8 @@ class Agent:
             sender.join(timeout=10)
             self.close_sockets(socks)
             self.store(self.flood.flush())
+            self.drop_counts.every = 0.0  # stopping: every count still held goes now
+            self.store(self.drop_counts.due())
             self.queue.close()
 
     def close_sockets(self, socks: dict[socket.socket, str]) -> None:
@@ -358,3 +366,35 @@ class Agent:
             sock.close()
         if kept:
             log.info("kept %d events that arrived while stopping", kept)
+
+
+class DropCounts:
+    """Services' counts of the events they had to drop (their buffer for the agent was full),
+    told as the agent's own EVENTS_DROPPED naming the service: the count is all that is taken
+    from a report, and at most one event per service per ``every`` seconds is stored (the
+    counts between are added to the next), so a compromised service cannot flood the queue
+    with reports."""
+
+    EMITS = frozenset({EventCode.EVENTS_DROPPED})
+
+    def __init__(self, every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every, self.clock = every, clock
+        self.pending: collections.Counter[str] = collections.Counter()
+        self.told: dict[str, float] = {}
+
+    def add(self, service: str, report: Event) -> list[Event]:
+        count = report.data.get("COUNT")
+        if not isinstance(count, int) or not 0 < count < 1 << 31:
+            raise InputError("a drop report without a count")
+        self.pending[service] = min(self.pending[service] + count, (1 << 31) - 1)
+        return self.due(service)
+
+    def due(self, service: str | None = None) -> list[Event]:
+        """The counts that may go out now (``service`` only, or every one)."""
+        now, out = self.clock(), []
+        for name in [service] if service else list(self.pending):
+            if self.pending[name] and now - self.told.get(name, -self.every) >= self.every:
+                self.told[name] = now
+                out.append(Event(EventCode.EVENTS_DROPPED, time.time(),
+                                 data={"COUNT": self.pending.pop(name), "SOURCE": name}))
+        return out

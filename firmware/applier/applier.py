@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +24,13 @@ from typing import Any
 
 from firmware.applier.plan import Plan, plan
 from firmware.applier.system import System, write_plan
-from firmware.config import DeviceConfig
+from firmware.config import DeviceConfig, parse
 from firmware.eventpath import FlushingSink
 from firmware.protocol import settings as signed
 from firmware.protocol.catalogue import EventCode
 from firmware.protocol.event import Event
 from firmware.shared.atomic import write_atomic
-from firmware.shared.errors import CoalmineError, InputError
+from firmware.shared.errors import CoalmineError, ConfigError, InputError
 from firmware.shared.readfile import read_bounded
 
 log = logging.getLogger("coalmine.applier")
@@ -131,6 +132,11 @@ class Applier:
         except InputError as exc:
             return self._not_applied(version, f"refused: {exc.message}")
         old, new = plan(self.values), plan(got.values)
+        try:  # what every service will read: it must load, or the device would go dark
+            parse(tomllib.loads(new.layer))
+        except (ConfigError, tomllib.TOMLDecodeError) as exc:
+            return self._not_applied(version, f"refused: the services could not read them: "
+                                     f"{exc}")
         applying = self.cfg.apply_dir / "applying"
         write_atomic(applying, b"", 0o644, dir_mode=0o755)
         try:
@@ -195,13 +201,18 @@ class Applier:
     def _switch(self, old: Plan, new: Plan, *, running: bool = True) -> set[str]:
         """Go from ``old`` to ``new``: write the files, then tell only the units whose files
         changed.  At boot (not ``running``) the units have not started yet: they start on the
-        new files, systemd only has to read its own again.  Returns the changed paths."""
+        new files, systemd only has to read its own again, and the honeypots the settings
+        enable have their sockets started.  Returns the changed paths."""
         write_plan(self.runtime_root, self.cfg.settings_layer, new)
         changed = new.changed(old)
+        restart = new.restart(old)
+        ssh = {p for p in changed if p.startswith("system/coalmine-ssh")}
         if any(p.startswith("system/") for p in changed):
             self.system.daemon_reload()
-            if running:
+            if running and ssh:
                 self.system.restart_ssh(new.ssh_enabled)
+        for name in sorted(restart):
+            self.system.restart_listener(name, name in new.services, boot=not running)
         if running and any(p.startswith("network/") for p in changed):
             self.system.reload_network()
         if new.hostname != old.hostname:

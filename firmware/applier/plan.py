@@ -2,10 +2,12 @@
 
 Settings never touch the read-only root.  Each boot, and each apply in config mode, turns the
 values into run-time files that override the image's defaults: a drop-in for the SSH honeypot's
-listening socket (its port) or masks for its units (disabled), a drop-in for ``eth0``'s network
-(a static address, the DHCP host name), and ``settings.toml``, the last configuration layer
-the device's services read.  Two plans compare by those files, so applying changes only the
-units whose files changed.
+listening socket (its port) or masks for its units (disabled), drop-ins for the ports of the
+other honeypots' sockets, a drop-in for ``eth0``'s network (a static address, the DHCP host
+name), and ``settings.toml``, the last configuration layer the device's services read.  The
+honeypots other than SSH are off in the image: a plan names those the settings enable, and
+the applier starts their sockets.  Two plans compare by their files and that set, so applying
+changes only the units whose files changed.
 """
 
 from __future__ import annotations
@@ -14,11 +16,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from firmware.protocol.settings import OPTIONAL_SERVICES, SOCKET_SERVICES
+
 MASK = "/dev/null"  # a file whose content is this is a symlink to /dev/null: the unit is masked
-SSH_SOCKET_DROPIN = "system/coalmine-ssh.socket.d/50-coalmine-settings.conf"
 SSH_UNITS = ("system/coalmine-ssh.socket", "system/coalmine-ssh.service")
 NETWORK_DROPIN = "network/20-wired.network.d/50-coalmine-settings.conf"
-MANAGED = (SSH_SOCKET_DROPIN, *SSH_UNITS, NETWORK_DROPIN)  # every file a plan may hold
+
+
+def socket_dropin(service: str) -> str:
+    return f"system/coalmine-{service}.socket.d/50-coalmine-settings.conf"
+
+
+SSH_SOCKET_DROPIN = socket_dropin("ssh")
+
+
+# every file a plan may hold
+MANAGED = (SSH_SOCKET_DROPIN, *SSH_UNITS, NETWORK_DROPIN,
+           *(socket_dropin(name) for name in SOCKET_SERVICES))
 
 
 @dataclass(frozen=True)
@@ -28,10 +42,20 @@ class Plan:
     files: Mapping[str, str] = field(default_factory=dict)
     layer: str = ""
     hostname: str | None = None
+    services: frozenset[str] = frozenset()  # the honeypots off in the image that run
 
     def changed(self, other: Plan) -> set[str]:
         """Managed paths whose content differs between the two plans."""
         return {p for p in MANAGED if self.files.get(p) != other.files.get(p)}
+
+    def restart(self, other: Plan) -> set[str]:
+        """The honeypots off in the image to stop and start again (or only stop) going from
+        ``other`` to this plan: turned on or off, or their port or settings changed."""
+        return {name for name in OPTIONAL_SERVICES
+                if (name in self.services) != (name in other.services)
+                or (name in self.services and (
+                    self.files.get(socket_dropin(name)) != other.files.get(socket_dropin(name))
+                    or _table(self.layer, name) != _table(other.layer, name)))}
 
     @property
     def ssh_enabled(self) -> bool:
@@ -44,14 +68,18 @@ def plan(values: Mapping[str, Any]) -> Plan:
     layer: list[str] = []
     if values.get("services.ssh.enabled") is False:
         files.update(dict.fromkeys(SSH_UNITS, MASK))
-    if "services.ssh.port" in values:
-        port = int(values["services.ssh.port"])
-        files[SSH_SOCKET_DROPIN] = ("# coalmine signed settings: the SSH honeypot's port\n"
-                                    f"[Socket]\nListenStream=\nListenStream={port}\n")
-    ssh = {k.rpartition(".")[2]: values[k] for k in ("services.ssh.enabled", "services.ssh.port")
-           if k in values}
-    if ssh:
-        layer += ["[services.ssh]", *(f"{k} = {_toml(v)}" for k, v in sorted(ssh.items())), ""]
+    services = frozenset(name for name in OPTIONAL_SERVICES
+                         if values.get(f"services.{name}.enabled") is True)
+    for name in ("ssh", *OPTIONAL_SERVICES):
+        port = values.get(f"services.{name}.port")
+        if port is not None:
+            files[socket_dropin(name)] = (f"# coalmine signed settings: the {name} honeypot's "
+                                          f"port\n[Socket]\nListenStream=\nListenStream={port}\n")
+        # what the service reads of its settings
+        table = sorted((k.rpartition(".")[2], v) for k, v in values.items()
+                       if k.startswith(f"services.{name}."))
+        if table:
+            layer += [f"[services.{name}]", *(f"{k} = {_toml(v)}" for k, v in table), ""]
     hostname = values.get("device.hostname")
     if hostname is not None:
         layer += ["[device]", f"node_name = {_toml(hostname)}", ""]
@@ -60,7 +88,16 @@ def plan(values: Mapping[str, Any]) -> Plan:
         files[NETWORK_DROPIN] = network
     text = "\n".join(layer)
     return Plan(files, "# coalmine signed settings (written at boot and in config mode)\n"
-                + text if text else "", hostname)
+                + text if text else "", hostname, services)
+
+
+def _table(layer: str, name: str) -> str:
+    """The ``[services.NAME]`` table of a settings layer (what that service reads)."""
+    start = layer.find(f"[services.{name}]")
+    if start < 0:
+        return ""
+    end = layer.find("\n[", start + 1)
+    return layer[start:end if end >= 0 else len(layer)]
 
 
 def _network(values: Mapping[str, Any], hostname: str | None) -> str:

@@ -15,17 +15,21 @@ from pathlib import Path
 from typing import Protocol
 
 from firmware.applier.plan import MANAGED, MASK, Plan
+from firmware.protocol.settings import PACKET_SERVICES
 from firmware.shared import proc
 from firmware.shared.atomic import write_atomic
 from firmware.shared.errors import StorageError, ToolError
 
 SSH_SOCKET, SSH_SERVICE = "coalmine-ssh.socket", "coalmine-ssh.service"
 TIMEOUT = 60.0
+# the root oneshot that makes what a honeypot reads (from its settings) before it starts
+PREPARED_BY = {"https": "coalmine-https-cert.service"}
 
 
 class System(Protocol):
     def daemon_reload(self) -> None: ...
     def restart_ssh(self, enabled: bool) -> None: ...
+    def restart_listener(self, name: str, enabled: bool, *, boot: bool = False) -> None: ...
     def reload_network(self) -> None: ...
     def set_hostname(self, name: str) -> None: ...
 
@@ -41,6 +45,23 @@ class RealSystem:
         if enabled:
             proc.run(["systemctl", "start", SSH_SOCKET, SSH_SERVICE], quiet=True,
                      timeout=TIMEOUT)
+
+    def restart_listener(self, name: str, enabled: bool, *, boot: bool = False) -> None:
+        """Stop a honeypot that is off in the image (its service, then its socket), then start
+        it again if it is enabled: its socket, or for the port-scan detector (no socket) its
+        service.  At boot the applier runs before these may start (sysinit): the start is
+        queued (``--no-block``), not waited for."""
+        service = (f"coalmine-{name}.service" if name in PACKET_SERVICES
+                   else f"coalmine-listener@{name}.service")
+        starts = service if name in PACKET_SERVICES else f"coalmine-{name}.socket"
+        if not boot:
+            proc.run(["systemctl", "stop", *dict.fromkeys((service, starts))], quiet=True,
+                     timeout=TIMEOUT)
+        if enabled and name in PREPARED_BY and not boot:  # e.g. a new certificate subject
+            proc.run(["systemctl", "restart", PREPARED_BY[name]], quiet=True, timeout=TIMEOUT)
+        if enabled:
+            proc.run(["systemctl", "start", *(["--no-block"] if boot else []), starts],
+                     quiet=True, timeout=TIMEOUT)
 
     def reload_network(self) -> None:
         """``networkctl reload`` over D-Bus: networkctl itself refuses to run outside the

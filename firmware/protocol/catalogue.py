@@ -52,7 +52,16 @@ class EventCode(enum.IntEnum):
     SSH_REMOTE_VERSION = 4001
     SSH_LOGIN_ATTEMPT = 4002
     SSH_PUBKEY_ATTEMPT = 4003  # coalmine: public-key attempt with key type and fingerprint
+    SMB_FILE_OPEN = 5000
+    PORT_SYN = 5001  # port scan: SYNs to closed ports, aggregated per source and window
+    NMAP_OS = 5002
+    NMAP_NULL = 5003
+    NMAP_XMAS = 5004
+    NMAP_FIN = 5005
+    SMB_LOGIN_ATTEMPT = 5010  # coalmine: NTLMSSP session setup (user, domain, NTLMv2 response)
+    SMB_TREE_CONNECT = 5011  # coalmine: a share connected
     TELNET_LOGIN_ATTEMPT = 6001
+    MYSQL_LOGIN_ATTEMPT = 8001
     REDIS_COMMAND = 17001
 
 
@@ -92,7 +101,16 @@ DESCRIPTIONS: dict[EventCode, str] = {
     EventCode.SSH_REMOTE_VERSION: "SSH remote version",
     EventCode.SSH_LOGIN_ATTEMPT: "SSH password login attempt",
     EventCode.SSH_PUBKEY_ATTEMPT: "SSH public key login attempt",
+    EventCode.SMB_FILE_OPEN: "SMB file opened",
+    EventCode.PORT_SYN: "port scan: connection attempts to closed ports",
+    EventCode.NMAP_OS: "port scan: nmap OS detection probes",
+    EventCode.NMAP_NULL: "port scan: TCP NULL probes",
+    EventCode.NMAP_XMAS: "port scan: TCP XMAS probes",
+    EventCode.NMAP_FIN: "port scan: TCP FIN probes",
+    EventCode.SMB_LOGIN_ATTEMPT: "SMB login attempt",
+    EventCode.SMB_TREE_CONNECT: "SMB share connected",
     EventCode.TELNET_LOGIN_ATTEMPT: "Telnet login attempt",
+    EventCode.MYSQL_LOGIN_ATTEMPT: "MySQL login attempt",
     EventCode.REDIS_COMMAND: "Redis command (AUTH: a login attempt)",
 }
 
@@ -103,7 +121,14 @@ SOURCES: dict[str, frozenset[EventCode]] = {
     "ftp": frozenset({EventCode.FTP_LOGIN_ATTEMPT}),
     "http": frozenset({EventCode.HTTP_GET, EventCode.HTTP_POST_LOGIN,
                        EventCode.HTTP_UNIMPLEMENTED_METHOD}),
+    "https": frozenset({EventCode.HTTP_GET, EventCode.HTTP_POST_LOGIN,
+                        EventCode.HTTP_UNIMPLEMENTED_METHOD}),
+    "mysql": frozenset({EventCode.MYSQL_LOGIN_ATTEMPT}),
+    "portscan": frozenset({EventCode.PORT_SYN, EventCode.NMAP_OS, EventCode.NMAP_NULL,
+                           EventCode.NMAP_XMAS, EventCode.NMAP_FIN}),
     "redis": frozenset({EventCode.REDIS_COMMAND}),
+    "smb": frozenset({EventCode.SMB_LOGIN_ATTEMPT, EventCode.SMB_TREE_CONNECT,
+                      EventCode.SMB_FILE_OPEN}),
     "settings": frozenset({EventCode.SETTINGS_APPLIED, EventCode.SETTINGS_NOT_APPLIED}),
     "ssh": frozenset({EventCode.SSH_NEW_CONNECTION, EventCode.SSH_REMOTE_VERSION,
                       EventCode.SSH_LOGIN_ATTEMPT, EventCode.SSH_PUBKEY_ATTEMPT}),
@@ -115,4 +140,4 @@ SOURCES: dict[str, frozenset[EventCode]] = {
 CONSOLE_ONLY = frozenset({EventCode.HEARTBEAT, *(c for c in EventCode if 1200 <= c < 1300)})
 
 # logdata keys that hold secrets: masked by default wherever events are shown to people.
-SECRET_KEYS = frozenset({"PASSWORD"})
+SECRET_KEYS = frozenset({"PASSWORD", "NTLMV2_RESPONSE", "SCRAMBLE"})

@@ -16,6 +16,15 @@ settings below exist; ``validate`` reports every problem at once.  Pure: no I/O.
 | ``device.hostname`` | str | the host name the device gives itself (DHCP, its own name) |
 | ``services.ssh.enabled`` | bool | the SSH honeypot runs |
 | ``services.ssh.port`` | int | the port it listens on |
+| ``services.NAME.enabled`` | bool | the NAME honeypot runs (ftp, http, https, redis, smb, |
+| | | telnet; off unless enabled) |
+| ``services.NAME.port`` | int | the port its socket holds |
+| ``services.portscan.enabled`` | bool | the port-scan detector runs |
+| ``services.http.skin`` | "nas", "router" or "basic" | the HTTP login page (also https) |
+| ``services.https.cert_subject`` | "CN=...,O=..." | the certificate's subject |
+| ``services.smb.share`` | str | the share's name |
+| ``services.smb.honey_user`` | str | the honey credential's user name |
+| ``services.smb.honey_nt_hash`` | 32 hex digits | its NT hash (MD4 of the UTF-16LE password) |
 | ``network.mode`` | "dhcp" or "static" | how eth0 gets its address |
 | ``network.address`` | "a.b.c.d/len" | with ``static`` |
 | ``network.gateway`` | IPv4 address | with ``static`` |
@@ -45,8 +54,26 @@ WIRE_MAX = SIGNATURE_LEN + MAX_BYTES
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _IPV4 = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
 _PREFIX = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}")
+# the honeypots systemd starts from a socket unit of their own when the settings enable them
+SOCKET_SERVICES = ("ftp", "http", "https", "mysql", "redis", "smb", "telnet")
+# and the one that listens to packets, not on a port (CAP_NET_RAW, a unit of its own)
+PACKET_SERVICES = ("portscan",)
+OPTIONAL_SERVICES = SOCKET_SERVICES + PACKET_SERVICES
+HTTP_SKINS = ("nas", "router", "basic")
+_SHARE = re.compile(r"[A-Za-z0-9_-]{1,15}")
+_USER = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_NT_HASH = re.compile(r"[0-9a-f]{32}")
+# printable ASCII but the comma, no blank at either end (config strips values); C: a country
+_RDN = r"((CN|O|OU|L|ST)=[!-+\--~]([ -+\--~]{0,62}[!-+\--~])?|C=[A-Za-z]{2})"
+_SUBJECT = re.compile(rf"{_RDN}(,{_RDN}){{0,7}}")
 _SHAPE: dict[str, type] = {
     "device.hostname": str, "services.ssh.enabled": bool, "services.ssh.port": int,
+    **{f"services.{name}.{key}": kind for name in SOCKET_SERVICES
+       for key, kind in (("enabled", bool), ("port", int))},
+    "services.portscan.enabled": bool,
+    "services.http.skin": str, "services.https.skin": str, "services.https.cert_subject": str,
+    "services.smb.share": str, "services.smb.honey_user": str,
+    "services.smb.honey_nt_hash": str,
     "network.mode": str, "network.address": str, "network.gateway": str, "network.dns": list,
 }
 KEYS = frozenset(_SHAPE)
@@ -73,9 +100,23 @@ def validate(values: Mapping[str, Any]) -> list[str]:
             problems.append(f"{key}: expected {kind.__name__}, got {values[key]!r}")
     if problems:
         return problems
-    port = values.get("services.ssh.port")
-    if port is not None and not 0 < port < 65536:
-        problems.append(f"services.ssh.port: {port} is not a port number")
+    for key in sorted(k for k in values if k.endswith(".port")):
+        if not 0 < values[key] < 65536:
+            problems.append(f"{key}: {values[key]} is not a port number")
+    for key, pattern, what in (
+            ("services.smb.share", _SHARE, "1-15 letters, digits, - or _"),
+            ("services.smb.honey_user", _USER, "1-64 letters, digits, ., - or _"),
+            ("services.smb.honey_nt_hash", _NT_HASH, "32 lower-case hex digits"),
+            ("services.https.cert_subject", _SUBJECT, "ATTRIBUTE=VALUE,... (CN, O, OU, L, ST, "
+                                                      "C of two letters; no commas inside "
+                                                      "values)")):
+        if key in values and not pattern.fullmatch(values[key]):
+            problems.append(f"{key}: {values[key]!r} is not {what}")
+    if ("services.smb.honey_user" in values) != ("services.smb.honey_nt_hash" in values):
+        problems.append("services.smb: honey_user and honey_nt_hash go together")
+    for key in ("services.http.skin", "services.https.skin"):
+        if key in values and values[key] not in HTTP_SKINS:
+            problems.append(f"{key}: {values[key]!r} is not one of {', '.join(HTTP_SKINS)}")
     host = values.get("device.hostname")
     if host is not None and not _HOSTNAME.fullmatch(host):
         problems.append(f"device.hostname: {host!r} is not a host name (a-z, 0-9, -)")

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from firmware import config
 from firmware.cli import add_config_argument, config_paths
 from firmware.eventpath import SocketSink
-from firmware.services.base import Service, discover
+from firmware.services.base import Service, discover, load
 from firmware.shared.cli import main_guard, setup_logging
 from firmware.shared.errors import UsageError
 
@@ -52,24 +52,24 @@ async def serve(service: Service) -> None:
         loop.add_signal_handler(sig, stop.set)
     await service.start()
     try:
-        await stop.wait()
+        await service.serve_until(stop)
         log.info("%s stopping", service.name)
     finally:
         await service.stop()
 
 
 def run(args: argparse.Namespace) -> int:
-    services = discover()
     if args.list:
+        services = discover()
         for name in sorted(services):
             print(f"{name}\tdefault port {services[name].default_port}")
         return 0
     if not args.name:
         raise UsageError("no service named", hint=f"run {PROG} --list to see the services")
-    cls = services.get(args.name)
+    cls = load(args.name)
     if cls is None:
         raise UsageError(f"unknown service {args.name!r}",
-                         hint=f"known services: {', '.join(sorted(services))}")
+                         hint=f"known services: {', '.join(sorted(discover()))}")
     cfg = config.load(config_paths(args))
     if args.make_host_key:
         print(cls.make_host_key(cfg, args.key_group), flush=True)

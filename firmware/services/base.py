@@ -41,6 +41,7 @@ from firmware.shared.errors import EnvironmentFault, UsageError
 log = logging.getLogger(__name__)
 
 REGISTRY: dict[str, type[Service]] = {}
+IDLE_POLL = 5.0  # seconds between looks at whether anyone is connected
 
 
 class HasExtraInfo(Protocol):
@@ -73,9 +74,11 @@ class Service:
         self.cfg = cfg
         self.sinks = list(sinks)
         self.clock = clock
-        self.sources = SourceCounter(cfg.limits.connections_per_source)
+        self.sources = SourceCounter(cfg.limits.connections_per_source,
+                                     cfg.limits.connections_total)
         self.guards: dict[object, Guard] = {}
         self.server: asyncio.Server | None = None
+        self.socket_activated = False  # listening on a socket systemd passed in
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -87,6 +90,26 @@ class Service:
     async def start(self) -> None:
         """Bind and start serving; returns once the service is listening."""
         raise NotImplementedError
+
+    async def serve_until(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set.  A service whose own machinery can die (the port-scan
+        detector's packet socket) raises here instead, so the process fails and systemd
+        restarts it: a dead part never hangs silently.
+
+        A service systemd started from its socket also returns once nobody has been connected
+        for ``limits.idle_exit`` seconds: systemd keeps the port and starts the service again
+        at the next connection (which waits in the socket's backlog meanwhile), so an idle
+        device holds no honeypot process in memory."""
+        idle, limit = 0.0, self.cfg.limits.idle_exit
+        poll = min(IDLE_POLL, limit / 4)
+        while not self.socket_activated or idle < limit:
+            try:
+                await asyncio.wait_for(stop.wait(), poll)
+                return
+            except TimeoutError:
+                idle = 0.0 if self.guards else idle + poll
+        log.info("%s: nobody connected for %.0f s: exiting until the next connection",
+                 self.name, idle)
 
     @classmethod
     def make_host_key(cls, cfg: DeviceConfig, group: str | None = None) -> str:
@@ -128,6 +151,7 @@ class Service:
         try:
             if inherited is not None:
                 self.server = await loop.create_server(factory, sock=inherited)
+                self.socket_activated = True
             else:
                 self.server = await loop.create_server(factory, host, port)
         except OSError as exc:
@@ -225,6 +249,22 @@ def fit(event: Event, max_bytes: int) -> Event:
         longest = max(strings, key=lambda k: len(json.dumps(strings[k])))
         data[longest] = bound(strings[longest], len(strings[longest]) // 2)
     return event._replace(data=data)
+
+
+def load(name: str) -> type[Service] | None:
+    """The service ``name`` with only its own module imported (each lives in a module of its
+    name): a honeypot's process never loads the libraries of the others (asyncssh,
+    cryptography, scapy), which would triple its memory.  None if there is no such service."""
+    package = __name__.rsplit(".", 1)[0]
+    if name.startswith("_") or not name.isidentifier():
+        return None
+    try:
+        importlib.import_module(f"{package}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{package}.{name}":
+            raise
+        return None
+    return REGISTRY.get(name)
 
 
 def discover() -> dict[str, type[Service]]:

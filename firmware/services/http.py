@@ -22,6 +22,7 @@ import asyncio
 import base64
 import binascii
 import html
+import json
 import urllib.parse
 from dataclasses import dataclass
 
@@ -56,7 +57,7 @@ class HTTPHoneypot(ListenerService):
     banner = "nginx"
 
     def session(self) -> asyncio.Protocol:
-        return _HTTPSession(self)
+        return HTTPSession(self)
 
 
 class BadRequest(Exception):
@@ -97,8 +98,8 @@ def parse_request(buf: bytearray) -> Request | None:
     if "transfer-encoding" in headers:
         raise BadRequest("411 Length Required")  # no chunked bodies: a login form has none
     length_text = headers.get("content-length", "0")
-    if not length_text.isdigit():
-        raise BadRequest("400 Bad Request")
+    if not (length_text.isascii() and length_text.isdigit()) or len(length_text) > 9:
+        raise BadRequest("400 Bad Request")  # isdigit() alone takes superscript digits
     length = int(length_text)
     if length > MAX_BODY:
         raise BadRequest("413 Content Too Large")
@@ -123,20 +124,78 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
     return user, password
 
 
-def form_credentials(body: bytes) -> tuple[str, str] | None:
-    """User and password fields of a posted login form (the usual field names)."""
-    fields = urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True,
-                                   max_num_fields=32)
-    user = next((fields[k][0] for k in ("username", "user", "login", "email") if k in fields),
-                None)
-    password = next((fields[k][0] for k in ("password", "pass", "passwd", "pwd")
-                     if k in fields), None)
+USER_FIELDS = ("username", "user", "login", "email", "userid", "account", "name", "uid")
+PASSWORD_FIELDS = ("password", "pass", "passwd", "pwd", "passw", "secret", "pw")
+
+
+def posted_fields(body: bytes) -> dict[str, str]:
+    """A posted body's fields: a urlencoded form or a JSON object (names lower-cased, the
+    first value of each; at most 32 fields)."""
+    text = body.decode("utf-8", "replace")
+    if text.lstrip().startswith("{"):
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the stack
+            obj = None
+        if isinstance(obj, dict):
+            return {str(k).lower(): v if isinstance(v, str) else json.dumps(v)
+                    for k, v in list(obj.items())[:32]}
+    fields = urllib.parse.parse_qs(text, keep_blank_values=True, max_num_fields=32)
+    return {k.lower(): v[0] for k, v in fields.items()}
+
+
+def form_credentials(fields: dict[str, str]) -> tuple[str, str] | None:
+    """User and password among posted or query fields (the usual field names)."""
+    user = next((fields[k] for k in USER_FIELDS if k in fields), None)
+    password = next((fields[k] for k in PASSWORD_FIELDS if k in fields), None)
     if user is None and password is None:
         return None
     return user or "", password or ""
 
 
-class _HTTPSession(Session):
+def query_fields(path: str) -> dict[str, str]:
+    try:
+        query = urllib.parse.urlsplit(path).query
+        fields = urllib.parse.parse_qs(query, keep_blank_values=True, max_num_fields=32)
+    except ValueError:
+        return {}
+    return {k.lower(): v[0] for k, v in fields.items()}
+
+
+def userinfo(path: str) -> tuple[str, str] | None:
+    """The ``user:password@`` of an absolute-form target (``GET http://u:p@host/``)."""
+    try:
+        split = urllib.parse.urlsplit(path)
+    except ValueError:
+        return None
+    if not split.scheme or split.username is None:
+        return None
+    return (urllib.parse.unquote(split.username),
+            urllib.parse.unquote(split.password or ""))
+
+
+def shown_path(path: str) -> str:
+    """PATH as events show it: no password in it (the query's password fields and an
+    absolute URL's user information masked; the credentials go to USERNAME and PASSWORD)."""
+    try:
+        split = urllib.parse.urlsplit(path)
+    except ValueError:
+        return path
+    netloc = split.netloc
+    if "@" in netloc:
+        netloc = "********@" + netloc.rpartition("@")[2]
+    query = "&".join(
+        f"{name}=********" if name.lower() in PASSWORD_FIELDS else part
+        for part in split.query.split("&") if part
+        for name in [urllib.parse.unquote_plus(part.partition("=")[0])])
+    if netloc == split.netloc and query == split.query:
+        return path
+    return urllib.parse.urlunsplit((split.scheme, netloc, split.path, query, split.fragment))
+
+
+class HTTPSession(Session):
+    """One HTTP/1.1 connection (the HTTPS honeypot runs the same over TLS)."""
+
     def __init__(self, service: ListenerService) -> None:
         super().__init__(service)
         self.requests = 0
@@ -149,10 +208,11 @@ class _HTTPSession(Session):
 
     def data_received(self, data: bytes) -> None:
         self.pending += data
-        while self.transport is not None and not self.transport.is_closing():
+        while self.ready():
             try:
                 request = parse_request(self.pending)
             except BadRequest as exc:
+                self.refused(exc.status)
                 self.respond(exc.status, b"", close=True)
                 return
             if request is None:
@@ -161,11 +221,18 @@ class _HTTPSession(Session):
             self.handle(request, last=self.requests >= MAX_REQUESTS
                         or request.headers.get("connection", "").lower() == "close")
 
+    def refused(self, status: str) -> None:
+        """A request not answered (malformed, too large): recorded with what it began with."""
+        first = bytes(self.pending[:MAX_HEAD]).split(b"\r\n", 1)[0].split(b" ")
+        self.emit(EventCode.HTTP_UNIMPLEMENTED_METHOD, {
+            "METHOD": first[0][:32], "PATH": first[1] if len(first) > 1 else b"",
+            "SKIN": self.service.settings.skin, "REASON": status})
+
     def handle(self, request: Request, *, last: bool) -> None:
         skin = self.service.settings.skin
         about: dict[str, str | bytes | int] = {
-            "HOSTNAME": request.headers.get("host", ""), "PATH": request.path, "SKIN": skin,
-            "USERAGENT": request.headers.get("user-agent", "")}
+            "HOSTNAME": request.headers.get("host", ""), "PATH": shown_path(request.path),
+            "SKIN": skin, "USERAGENT": request.headers.get("user-agent", "")}
         if request.method not in ("GET", "HEAD", "POST"):
             self.emit(EventCode.HTTP_UNIMPLEMENTED_METHOD, {**about, "METHOD": request.method})
             self.respond("405 Not Allowed", b"", close=last)
@@ -173,12 +240,16 @@ class _HTTPSession(Session):
         credentials = None
         if "authorization" in request.headers:
             credentials = basic_credentials(request.headers["authorization"])
-        if credentials is None and request.method == "POST":
-            credentials = form_credentials(request.body)
+        posted = posted_fields(request.body) if request.method == "POST" else {}
+        credentials = (credentials or form_credentials(posted)
+                       or form_credentials(query_fields(request.path)) or userinfo(request.path))
         if credentials is not None:
             self.emit(EventCode.HTTP_POST_LOGIN, {**about, "USERNAME": credentials[0],
                                                   "PASSWORD": credentials[1]})
-        elif request.method != "POST":
+        elif request.method == "POST":  # a post with no field we know: what it named
+            self.emit(EventCode.HTTP_POST_LOGIN, {**about, "USERNAME": "", "PASSWORD": "",
+                                                  "FIELDS": ",".join(sorted(posted))[:256]})
+        else:
             self.emit(EventCode.HTTP_GET, about)
         if skin == "basic":
             self.respond("401 Unauthorized", _UNAUTHORIZED.encode(), close=last,

@@ -24,6 +24,7 @@ from firmware.services.base import Service
 log = logging.getLogger(__name__)
 
 MAX_LINE = 1024
+MAX_UNSENT = 64 * 1024  # replies a client has not taken before no more requests are answered
 
 
 class ListenerService(Service, register=False):
@@ -68,7 +69,7 @@ class Session(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.pending += self.unwrap(data)
-        while self.transport is not None and not self.transport.is_closing():
+        while self.ready():
             end = self.pending.find(b"\n")
             if end < 0:
                 if len(self.pending) >= MAX_LINE:
@@ -84,6 +85,16 @@ class Session(asyncio.Protocol):
                 self.skipping = False
                 continue
             self.line(line[:MAX_LINE])
+
+    def ready(self) -> bool:
+        """Whether to answer the next request now: the connection is open and the client has
+        taken its earlier replies (else ``resume_writing`` goes on once it has), so no client
+        can pile up replies in memory by sending without reading."""
+        return (self.transport is not None and not self.transport.is_closing()
+                and self.transport.get_write_buffer_size() <= MAX_UNSENT)
+
+    def resume_writing(self) -> None:
+        self.data_received(b"")
 
     def unwrap(self, data: bytes) -> bytes:
         """The protocol's own framing taken off what arrived (Telnet's commands); as is here."""

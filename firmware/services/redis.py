@@ -25,6 +25,7 @@ MAX_ARGS = 64
 MAX_BULK = 4096
 MAX_EVENTS = 32
 ARGS_SHOWN = 512  # characters of ARGS kept in an event
+SECRET_SHOWN = b"********"  # a credential's place in ARGS (the credential itself: PASSWORD)
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
 WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
 
@@ -101,7 +102,7 @@ class _RedisSession(Session):
 
     def data_received(self, data: bytes) -> None:
         self.pending += data
-        while self.transport is not None and not self.transport.is_closing():
+        while self.ready():
             try:
                 args = parse_command(self.pending)
             except ProtocolError as exc:
@@ -115,9 +116,10 @@ class _RedisSession(Session):
 
     def command(self, args: list[bytes]) -> None:
         verb = args[0].decode("ascii", "replace").upper()
-        if self.recorded < MAX_EVENTS:
+        data = _logdata(verb, args[1:])
+        if self.recorded < MAX_EVENTS or "PASSWORD" in data:  # a credential is always recorded
             self.recorded += 1
-            self.emit(EventCode.REDIS_COMMAND, _logdata(verb, args[1:]))
+            self.emit(EventCode.REDIS_COMMAND, data)
         if verb == "QUIT":
             self.send(b"+OK\r\n")
             self.close()
@@ -140,14 +142,27 @@ class _RedisSession(Session):
 
 
 def _logdata(verb: str, rest: list[bytes]) -> dict[str, str | bytes | int]:
-    """CMD and ARGS; the credentials of AUTH and HELLO ... AUTH under their own keys."""
+    """CMD and ARGS; credentials under USERNAME and PASSWORD and masked in ARGS: AUTH's,
+    HELLO ... AUTH's, MIGRATE ... AUTH/AUTH2's and a CONFIG SET of requirepass, masterauth or
+    any other parameter that holds a password."""
     data: dict[str, str | bytes | int] = {"CMD": verb}
     if verb == "AUTH" and rest:
         data["PASSWORD"] = rest[-1]
         data["USERNAME"] = rest[0] if len(rest) == 2 else "default"
         rest = []
-    elif verb == "HELLO" and len(rest) >= 4 and rest[1].upper() == b"AUTH":
-        data["USERNAME"], data["PASSWORD"] = rest[2], rest[3]
-        rest = [rest[0], *rest[4:]]
-    data["ARGS"] = b" ".join(rest)[:ARGS_SHOWN]
+    shown = list(rest)
+    upper = [a.upper() for a in rest]
+    for i, word in enumerate(upper):
+        if verb in ("HELLO", "MIGRATE") and word in (b"AUTH", b"AUTH2"):
+            user = verb == "HELLO" or word == b"AUTH2"
+            secret = rest[i + 1:i + 3] if user else rest[i + 1:i + 2]
+            if secret:
+                data.setdefault("USERNAME", secret[0] if user else b"default")
+                data.setdefault("PASSWORD", secret[-1])
+                shown[i + 1:i + 1 + len(secret)] = [SECRET_SHOWN] * len(secret)
+        elif (verb == "CONFIG" and upper[:1] == [b"SET"] and i % 2 == 1 and i + 1 < len(rest)
+              and (b"PASS" in word or b"AUTH" in word)):
+            data.setdefault("PASSWORD", rest[i + 1])
+            shown[i + 1] = SECRET_SHOWN
+    data["ARGS"] = b" ".join(shown)[:ARGS_SHOWN]
     return data

@@ -25,10 +25,7 @@ connection on control or bidi characters before any callback runs; such a client
 from __future__ import annotations
 
 import asyncio
-import grp
 import logging
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +37,8 @@ from firmware.services.base import Service
 from firmware.services.guard import Guard
 from firmware.services.sshwire import parse_client_hello
 from firmware.shared.atomic import write_atomic
-from firmware.shared.errors import ConfigError, StorageError
+from firmware.shared.errors import ConfigError
+from firmware.shared.ownership import group_id, own
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +205,9 @@ def make_host_key(path: Path, group: str | None = None) -> tuple[asyncssh.SSHKey
     that group can read it.  An existing key is kept (its group and mode are set again); one
     that cannot be read is an error, never silently replaced.
     """
-    gid = _group_id(group) if group is not None else None
+    gid = group_id(group) if group is not None else None
     if gid is not None:
-        _own(path.parent, gid, 0o2750, directory=True)
+        own(path.parent, gid, 0o2750, directory=True)
     try:
         key = asyncssh.read_private_key(str(path))
         created = False
@@ -223,34 +221,6 @@ def make_host_key(path: Path, group: str | None = None) -> tuple[asyncssh.SSHKey
                           hint="move it away to have a new one made (the device's SSH "
                                "fingerprint then changes)") from None
     if gid is not None:
-        _own(path, gid, 0o640)
+        own(path, gid, 0o640)
     return key, created
 
-
-def _group_id(group: str) -> int:
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ConfigError(f"no group named {group!r}",
-                          hint="the image's sysusers.d creates the service groups") from None
-
-
-def _own(path: Path, gid: int, mode: int, *, directory: bool = False) -> None:
-    """Give ``path`` to this user and ``gid`` with exactly ``mode`` (a directory is made).
-
-    Only what differs is changed: on the device tmpfiles.d has already made the directory
-    2750 root:coalmine-ssh, and the oneshot's sandbox (RestrictSUIDSGID=) may not set a setgid
-    bit itself.
-    """
-    try:
-        if directory:
-            path.mkdir(parents=True, exist_ok=True, mode=0o750)
-        st = path.stat()
-        if (st.st_uid, st.st_gid) != (os.getuid(), gid):
-            os.chown(path, os.getuid(), gid)
-        if stat.S_IMODE(path.stat().st_mode) != mode:
-            os.chmod(path, mode)
-    except OSError as exc:
-        raise StorageError(f"cannot set owner and mode of {path}: {exc.strerror or exc}",
-                           hint="run it as root (on the device coalmine-ssh-hostkey.service "
-                                "does)") from None

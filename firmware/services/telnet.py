@@ -4,7 +4,9 @@ Telnet is how botnets and intruders try default passwords on routers and cameras
 arrives in clear.  The client's option negotiation (RFC 854/855) is taken out of the byte stream
 by a small state machine that survives any split and any junk: every option the client offers
 or asks for is declined (DONT/WONT), subnegotiations are skipped, an escaped 0xFF is data, and a
-CR ends a line whether LF, NUL or nothing follows it.  Event 6001 keeps OpenCanary's logdata
+CR ends a line whether LF, NUL or nothing follows it.  Only ECHO is ever offered, as login(1)
+does for the password: WILL ECHO before ``Password:`` (the client stops echoing what is typed,
+and the server echoes nothing), WONT ECHO after it.  Event 6001 keeps OpenCanary's logdata
 keys (USERNAME, PASSWORD).  Three refused logins and the connection ends, as login(1) does.
 """
 
@@ -16,6 +18,7 @@ from firmware.protocol.catalogue import EventCode
 from firmware.services.lines import ListenerService, Session
 
 IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
+ECHO = 1
 _DATA, _IAC, _OPTION, _SUB, _SUB_IAC, _CR = range(6)
 _REFUSAL = {WILL: DONT, DO: WONT}  # what we answer; WONT and DONT need no answer
 
@@ -37,6 +40,7 @@ class TelnetFilter:
         self.state = _DATA
         self.verb = 0
         self.replies = bytearray()
+        self.offered: set[int] = set()  # options we said WILL to: the client's DO is its yes
 
     def feed(self, data: bytes) -> bytes:
         out = bytearray()
@@ -64,7 +68,10 @@ class TelnetFilter:
                 else:
                     self.state = _SUB if byte == SB else _DATA
             elif state == _OPTION:
-                if self.verb in _REFUSAL and len(self.replies) < 64:
+                if byte in self.offered and self.verb in (DO, DONT):
+                    if self.verb == DONT:
+                        self.offered.discard(byte)
+                elif self.verb in _REFUSAL and len(self.replies) < 64:
                     self.replies += bytes((IAC, _REFUSAL[self.verb], byte))
                 self.state = _DATA
             elif state == _SUB:
@@ -101,10 +108,14 @@ class _TelnetSession(Session):
                 self.prompt()
                 return
             self.user = line
-            self.send(b"Password: ")
+            self.filter.offered.add(ECHO)
+            self.send(bytes((IAC, WILL, ECHO)) + b"Password: ")
             return
         self.emit(EventCode.TELNET_LOGIN_ATTEMPT, {"USERNAME": self.user, "PASSWORD": line})
         self.user = None
+        if ECHO in self.filter.offered:
+            self.filter.offered.discard(ECHO)
+            self.send(bytes((IAC, WONT, ECHO)))
         self.send(b"\r\nLogin incorrect\r\n")
         if self.tried():
             self.close()

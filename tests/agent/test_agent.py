@@ -19,7 +19,7 @@ from firmware.agent.queue import EventQueue
 from firmware.agent.runner import Agent
 from firmware.agent.storage import CounterSource, load_or_create_key
 from firmware.config import parse
-from firmware.eventpath import SocketSink, encode_datagram
+from firmware.eventpath import SocketSink, decode_datagram, encode_datagram
 from firmware.protocol.catalogue import EventCode
 from firmware.protocol.event import Event, decode_message
 from firmware.protocol.fragment import Reassembler, split
@@ -248,18 +248,64 @@ def test_socket_path_validates_and_queues(tmp_path, console):
     assert item is not None and decode_message(item.message) == login(7)
 
 
-def test_sink_keeps_backlog_while_agent_is_away(tmp_path):
+def test_sink_keeps_backlog_while_agent_is_away_and_counts_what_it_drops(tmp_path):
     path = tmp_path / "events.sock"
     sink = SocketSink(path, backlog=3)
     for i in range(5):
         sink.emit(login(i))  # must not raise
-    assert len(sink.backlog) == 3
+    assert len(sink.backlog) == 3 and sink.dropped == 2
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     receiver.bind(str(path))
     sink.flush()
-    assert not sink.backlog
-    got = [json.loads(receiver.recv(8192))["d"]["USERNAME"] for _ in range(3)]
-    assert got == ["user2", "user3", "user4"]
+    assert not sink.backlog and not sink.dropped
+    got = [decode_datagram(receiver.recv(8192), 8192) for _ in range(4)]
+    assert [e.data.get("USERNAME") for e in got[:3]] == ["user0", "user1", "user2"], \
+        "the earliest are kept (a source's first contact)"
+    assert got[3].code == EventCode.EVENTS_DROPPED and got[3].data == {"COUNT": 2}
+
+
+def test_a_services_drop_count_becomes_the_agents_own_event(tmp_path, console):
+    agent = make_agent(tmp_path, console)
+    report = Event(EventCode.EVENTS_DROPPED, 0.0, data={"COUNT": 7, "SOURCE": "forged"})
+    agent.accept_datagram("smb", encode_datagram(report), 8192)
+    item = agent.queue.oldest()
+    assert item is not None
+    event = decode_message(item.message)
+    assert event.code == EventCode.EVENTS_DROPPED and event.data == {"COUNT": 7, "SOURCE": "smb"}
+    for _ in range(100):  # a service that floods reports gets one event per interval
+        agent.accept_datagram("smb", encode_datagram(report), 8192)
+    agent.accept_datagram("smb", encode_datagram(report._replace(data={"COUNT": 0})), 8192)
+    assert agent.queue.depth() == 1 and sum(agent.rejected.values()) == 1
+    agent.drop_counts.every = 0.0
+    (later,) = agent.drop_counts.due()
+    assert later.data == {"COUNT": 700, "SOURCE": "smb"}, "counted, not lost"
+
+
+def test_a_burst_that_fills_the_agents_socket_leaves_soon_not_after_the_away_delay(tmp_path):
+    path = tmp_path / "events.sock"
+
+    async def scenario() -> int:
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        receiver.bind(str(path))
+        receiver.setblocking(False)
+        sink = SocketSink(path, backlog=4000, retry_after=30.0)
+        total = 1000  # far more than the socket queue holds (10 by default)
+        for i in range(total):
+            sink.emit(login(i))
+        assert sink.backlog and not sink.away, "full is not away"
+        got = 0
+        deadline = time.monotonic() + 5
+        while got < total and time.monotonic() < deadline:
+            try:
+                receiver.recv(8192)
+                got += 1
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+        sink.close()
+        receiver.close()
+        return got
+
+    assert asyncio.run(scenario()) == 1000
 
 
 def test_a_sender_that_exits_waits_for_a_restarting_agent_and_says_what_it_lost(tmp_path, caplog):

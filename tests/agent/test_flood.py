@@ -60,3 +60,26 @@ def test_device_events_are_never_held_and_flush_reports_everything():
         fc.admit(attempt("x"))
     (count,) = fc.flush()
     assert count.data["COUNT"] == 3 and not fc.groups and fc.held_total == 3
+
+
+def test_an_ipv6_source_is_its_slash_64_and_its_count_says_so():
+    now = [0.0]
+    fc = FloodControl(burst=2, window=60, most=10, clock=lambda: now[0])
+    sent = [fc.admit(attempt(f"2001:db8:7:9::{i:x}")) for i in range(1, 200)]
+    assert sum(len(s) for s in sent) == 2, "rotating addresses inside one /64 is one source"
+    assert fc.admit(attempt("2001:db8:7:a::1")) != [], "the next /64 is another source"
+    now[0] = 60.0
+    (count,) = fc.due()
+    assert count.src_host == "2001:db8:7:9::" and count.data["PREFIX"] == 64
+    assert count.data["COUNT"] == 197
+
+
+def test_a_wall_clock_set_back_does_not_keep_counts_back():
+    ticks, wall = [0.0], [1_800_000_000.0]
+    fc = FloodControl(burst=1, window=60, most=10, clock=lambda: ticks[0], wall=lambda: wall[0])
+    fc.admit(attempt("10.0.0.7"))
+    fc.admit(attempt("10.0.0.7"))
+    wall[0] -= 86_400  # a spoofed NTP answer: a day back
+    ticks[0] = 61.0
+    (count,) = fc.due()
+    assert count.data["COUNT"] == 1 and count.time == wall[0]

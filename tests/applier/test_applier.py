@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware.applier.applier import Applier
-from firmware.applier.plan import MASK, NETWORK_DROPIN, SSH_SOCKET_DROPIN, plan
+from firmware.applier.plan import MASK, NETWORK_DROPIN, SSH_SOCKET_DROPIN, plan, socket_dropin
 from firmware.config import DeviceConfig, load, parse
 from firmware.protocol import settings as signed
 from firmware.protocol.catalogue import EventCode
@@ -45,6 +45,9 @@ class FakeSystem:
         if self.fail_ssh:
             self.fail_ssh -= 1
             raise ToolError("command failed (1): systemctl start coalmine-ssh.socket")
+
+    def restart_listener(self, name: str, enabled: bool, *, boot: bool = False) -> None:
+        self.calls.append(f"{name} {'start' if enabled else 'stop'}{' (boot)' if boot else ''}")
 
     def reload_network(self) -> None:
         self.calls.append("networkctl reload")
@@ -316,3 +319,44 @@ def test_settings_that_cannot_be_kept_are_rolled_back(rig: Rig) -> None:
     assert str(rig.sink.only().data["REASON"]).startswith("rolled back: cannot write")
     assert rig.file(SSH_SOCKET_DROPIN) is None and rig.system.calls[-1] == "ssh start"
     assert not rig.cfg.settings_in_effect.exists()
+
+
+HONEY = {"services.smb.enabled": True, "services.smb.port": 4450,
+         "services.smb.honey_user": "svc_backup", "services.smb.honey_nt_hash": "ab" * 16}
+
+
+def test_settings_turn_the_other_honeypots_on_and_off(rig: Rig) -> None:
+    rig.hand_off({**HONEY, "services.ftp.enabled": True, "services.telnet.enabled": False,
+                  "services.portscan.enabled": True}, 1)
+    rig.applier.poll()
+    assert rig.system.calls == ["daemon-reload", "ftp start", "portscan start", "smb start"]
+    assert "ListenStream=4450" in (rig.file(socket_dropin("smb")) or "")
+    layered = load([rig.cfg.settings_layer])
+    assert layered.smb.enabled and layered.smb.port == 4450
+    assert layered.smb.honey_user == "svc_backup" and layered.listeners["ftp"].enabled
+    assert not layered.listeners["telnet"].enabled
+    rig.system.calls.clear()
+    rig.hand_off({**HONEY, "services.smb.share": "Scans", "services.portscan.enabled": True},
+                 2)  # ftp off, smb's share changes
+    rig.applier.poll()
+    assert rig.system.calls == ["ftp stop", "smb start"], "only the honeypots that changed"
+    rig.system.calls.clear()
+    rig.cfg.settings_layer.unlink()
+    Applier(rig.cfg, rig.system, rig.sink, runtime_root=rig.root).boot()
+    assert rig.system.calls == ["daemon-reload", "portscan start (boot)", "smb start (boot)"], \
+        "started (queued) at boot"
+
+
+def test_service_settings_are_validated_before_anything_is_signed() -> None:
+    problems = signed.validate({"services.smb.honey_user": "a b", "services.http.skin": "x",
+                                "services.redis.port": 0, "services.ftp.enabled": "yes"})
+    assert problems == ["services.ftp.enabled: expected bool, got 'yes'"]
+    problems = signed.validate({"services.smb.honey_user": "a b", "services.http.skin": "x",
+                                "services.redis.port": 0, "services.smb.share": "a" * 16})
+    assert set(problems) == {
+        "services.redis.port: 0 is not a port number",
+        "services.smb.share: 'aaaaaaaaaaaaaaaa' is not 1-15 letters, digits, - or _",
+        "services.smb.honey_user: 'a b' is not 1-64 letters, digits, ., - or _",
+        "services.smb: honey_user and honey_nt_hash go together",
+        "services.http.skin: 'x' is not one of nas, router, basic"}
+    assert not signed.validate(HONEY)

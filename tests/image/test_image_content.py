@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.config import LISTENER_PORTS
+from firmware.config import LISTENER_PORTS, SMBService
 from firmware.protocol.catalogue import SOURCES
 from tests.image.conftest import cpio_files, extract, partitions
 
@@ -239,7 +239,10 @@ def test_config_mode_is_a_target_and_only_its_applier_writes_settings(root: Path
     assert applier["PrivateNetwork"] == ["yes"] and applier["IPAddressDeny"] == ["any"]
     assert applier["CapabilityBoundingSet"] == ["CAP_SYS_ADMIN"]
     settings = Path("/data/coalmine/settings")
-    for name in sorted(p.name for p in (root / "usr/lib/systemd/system").glob("coalmine-*")):
+    system = root / "usr/lib/systemd/system"
+    for name in sorted(str(p.relative_to(system)) for p in system.glob("coalmine-*")
+                       if p.is_file()) + [  # and drop-ins, which may add paths too
+                           str(p.relative_to(system)) for p in system.glob("coalmine-*.d/*")]:
         fields = unit(root, name)
         writable = [Path(w.lstrip("-")) for v in fields.get("ReadWritePaths", [])
                     for w in v.split()]
@@ -275,13 +278,18 @@ def test_ssh_honeypot_gets_its_port_and_nothing_else(root: Path) -> None:
     assert hostkey["ReadWritePaths"] == ["/data/coalmine/ssh"]
 
 
+# every honeypot the listener template runs, and the port its socket unit holds
+SOCKET_PORTS = {**LISTENER_PORTS, "smb": SMBService.port}
+
+
 def test_listener_honeypots_get_their_port_their_user_and_nothing_else(root: Path) -> None:
     template = unit(root, "coalmine-listener@.service")
     assert template["User"] == ["coalmine-%i"] and template["PrivateNetwork"] == ["yes"]
     assert template["IPAddressDeny"] == ["any"] and template["RestrictAddressFamilies"] == [
         "AF_UNIX"]
     assert template["CapabilityBoundingSet"] == [""] and "ReadWritePaths" not in template
-    for name, port in LISTENER_PORTS.items():
+    assert template["MemoryMax"] and template["TasksMax"]
+    for name, port in SOCKET_PORTS.items():
         sock = unit(root, f"coalmine-{name}.socket")
         assert sock["ListenStream"] == [str(port)] and sock["FileDescriptorName"] == [name]
         assert sock["Service"] == [f"coalmine-listener@{name}.service"]
@@ -307,7 +315,8 @@ daemon 0.6 (no network; it needs the GPIO character devices, a group of its own 
 coalmine-events to reach its event socket, so no PrivateDevices= and no PrivateUsers=)."""
     for name, limit in (("coalmine-agent.service", 1.1), ("coalmine-ssh.service", 0.2),
                         ("coalmine-ssh-hostkey.service", 1.0), ("coalmine-button.service", 0.6),
-                        *((f"coalmine-listener@{n}.service", 0.2) for n in LISTENER_PORTS)):
+                        ("coalmine-portscan.service", 1.2),
+                        *((f"coalmine-listener@{n}.service", 0.2) for n in SOCKET_PORTS)):
         proc = subprocess.run(["systemd-analyze", "security", "--offline=yes",
                                f"--root={root}", "--no-pager", name],
                               capture_output=True, text=True, check=False)

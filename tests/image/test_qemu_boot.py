@@ -14,6 +14,7 @@ console must show a clean boot into the device's own target, and the device must
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from Crypto.Hash import MD4
 
 from firmware.shared.errors import EnvironmentFault
 from scripts.image import armed
@@ -29,6 +31,9 @@ from scripts.lab import Lab
 pytestmark = [pytest.mark.image, pytest.mark.timeout(3600)]  # builds take minutes
 BOOT_TIMEOUT = 600  # TCG on a loaded 2-core CI machine; typical is ~2 minutes to a heartbeat
 MOVED_SSH_PORT = 2222  # where signed settings move the SSH honeypot (forwarded from the host)
+SMB_PORT, FTP_PORT = 445, 21  # honeypots off in the image that signed settings turn on
+HONEY_USER, HONEY_PASSWORD = "svc_scan", "Copier-Tray-7"
+HONEY_NT_HASH = MD4.new(HONEY_PASSWORD.encode("utf-16-le")).hexdigest()
 
 
 @dataclass
@@ -46,7 +51,8 @@ def booted(qemu_out: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     work = tmp_path_factory.mktemp("qemu")
     (work / "lab").mkdir()
     with Lab(work / "lab", with_device=False) as lab:
-        guest = armed.boot(lab, qemu_out, work, guest_ports=(MOVED_SSH_PORT,))
+        guest = armed.boot(lab, qemu_out, work,
+                           guest_ports=(MOVED_SSH_PORT, SMB_PORT, FTP_PORT))
         try:
             code = armed.arm(lab, guest, timeout=BOOT_TIMEOUT)
             print(f"\nqemu: start -> pairing code {guest.code_seen - guest.started:.1f}s, "
@@ -194,23 +200,56 @@ def test_settings_apply_only_in_config_mode_and_move_the_honeypot(booted: Booted
         guest.press(0.3)
         lab.wait_for(lambda: in_config_mode(lab) is False, 60, "config mode left")
     out = lab.console("settings", "--name", "qemu-device", "--set",
-                      f"services.ssh.port={MOVED_SSH_PORT}")
+                      f"services.ssh.port={MOVED_SSH_PORT}", *SERVICES_ON)
     assert "settings version 1, signed" in out
     refused = lab.wait_event(lambda e: e["logtype"] == 1110, timeout=120)
     assert "in production the device takes none" in refused["logdata"]["REASON"]
     assert not [e for e in lab.events() if e["logtype"] in (1109, 1111)], "nothing taken"
     guest.press(3.6)
     applied = lab.wait_event(lambda e: e["logtype"] == 1111, timeout=300)
-    assert applied["logdata"] == {"VERSION": 1, "CHANGED": "services.ssh.port"}
+    assert applied["logdata"] == {"VERSION": 1, "CHANGED": " ".join(sorted(
+        ["services.ssh.port", *(a.split("=")[0] for a in SERVICES_ON if a != "--set")]))}
     received = lab.wait_event(lambda e: e["logtype"] == 1109, timeout=30)
     assert received["logdata"] == {"VERSION": 1}
     guest.press(0.3)
     lab.wait_for(lambda: in_config_mode(lab) is False, 60, "config mode left after applying")
     event = ssh_event_on(lab, guest.forwards[MOVED_SSH_PORT], "trudy")
     assert event["dst_port"] == MOVED_SSH_PORT
-    lab.wait_event(lambda e: e["logtype"] == 1103
-                   and e["logdata"]["TCP"] == str(MOVED_SSH_PORT), timeout=120)
+    lab.wait_event(lambda e: e["logtype"] == 1103 and e["logdata"]["TCP"]
+                   == " ".join(map(str, sorted({MOVED_SSH_PORT, SMB_PORT, FTP_PORT}))),
+                   timeout=120)
     assert not [e for e in lab.events() if e["logtype"] == 1112], "nothing rolled back"
+    turned_on_services_answer(lab, guest, "ftp-applied")
+
+
+SERVICES_ON = ("--set", "services.smb.enabled=true", "--set",
+               f"services.smb.honey_user={HONEY_USER}", "--set",
+               f'services.smb.honey_nt_hash="{HONEY_NT_HASH}"', "--set",
+               "services.ftp.enabled=true")
+
+
+def turned_on_services_answer(lab: Lab, guest: armed.Guest, ftp_user: str) -> None:
+    """The honeypots the settings turned on run, each as its own user: their events reach the
+    console, and the agent takes a service's codes only from the socket in the directory that
+    service's group alone may write to.  The real clients: smbclient copies a file with the
+    honey credential (signing required), lftp tries a login."""
+    before = lab.events()
+    smb = subprocess.run(["smbclient", "//127.0.0.1/Documents", "-p",
+                          str(guest.forwards[SMB_PORT]), "-U", f"{HONEY_USER}%{HONEY_PASSWORD}",
+                          "--option", "client signing=required",
+                          "-c", 'get "IT\\vpn-setup.txt" /dev/null'],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert smb.returncode == 0, (ftp_user, smb.stdout, smb.stderr)
+    subprocess.run(["lftp", "-u", f"{ftp_user},pw", "-e", "set ftp:ssl-allow no; ls; bye",
+                    f"ftp://127.0.0.1:{guest.forwards[FTP_PORT]}"],
+                   capture_output=True, timeout=120, check=False)
+    opened = lab.wait_event(lambda e: e["logtype"] == 5000 and e not in before, timeout=120)
+    assert opened["logdata"]["FILENAME"] == "IT\\vpn-setup.txt"
+    assert opened["logdata"]["USER"] == HONEY_USER and opened["dst_port"] == SMB_PORT
+    login = lab.wait_event(lambda e: e["logtype"] == 5010 and e not in before)
+    assert login["logdata"]["RESULT"] == "honey"
+    lab.wait_event(lambda e: e["logtype"] == 2000 and e["logdata"]["USERNAME"] == ftp_user,
+                   timeout=120)
 
 
 def test_a_network_change_that_cuts_the_device_off_is_rolled_back(booted: Booted) -> None:
@@ -256,6 +295,7 @@ def test_applied_settings_survive_a_power_cut(booted: Booted) -> None:
     event = ssh_event_on(lab, guest.forwards[MOVED_SSH_PORT], "eve")
     assert event["dst_port"] == MOVED_SSH_PORT
     assert not in_config_mode(lab), "a card that is not fresh boots in production"
+    turned_on_services_answer(lab, guest, "ftp-rebooted")
 
 
 def test_a_hung_agent_is_restarted_by_its_watchdog_and_says_so(booted: Booted) -> None:

@@ -84,3 +84,37 @@ def test_the_service_uses_the_socket_systemd_passes(tmp_path: Path) -> None:
         proc.wait(10)
         agent.close()
         busy.close()
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
+                    reason="needs systemd-socket-activate (package systemd)")
+def test_a_socket_activated_service_exits_when_nobody_is_connected(tmp_path: Path) -> None:
+    """An idle device holds no honeypot process: once nobody has been connected for
+    ``limits.idle_exit`` the service exits 0 (systemd would start it at the next connection);
+    while a client is connected it stays."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conf = tmp_path / "device.toml"
+    conf.write_text(f'[device]\nrun_dir = "{tmp_path / "run"}"\n[limits]\nidle_exit = 2.0\n'
+                    '[services.ftp]\nenabled = true\nhost = "127.0.0.1"\nport = 1\n')
+    proc = subprocess.Popen(["systemd-socket-activate", "-l", f"127.0.0.1:{port}",
+                             "--fdname=ftp", "-E", f"PYTHONPATH={REPO}", sys.executable, "-m",
+                             "firmware.services", "ftp", "--config", str(conf)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            assert client.recv(100).startswith(b"220")
+            time.sleep(3.5)  # longer than idle_exit, but someone is connected
+            assert proc.poll() is None, "it stays while a client is connected"
+            client.sendall(b"USER x\r\n")
+            assert client.recv(100).startswith(b"331")
+        closed = time.monotonic()
+        assert proc.wait(15) == 0
+        assert time.monotonic() - closed >= 1.5
+        assert proc.stdout is not None
+        assert b"nobody connected for" in proc.stdout.read()
+    finally:
+        proc.kill()
+        proc.wait(10)

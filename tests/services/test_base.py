@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import time
 import unicodedata
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -19,7 +22,10 @@ from firmware.eventpath import encode_datagram
 from firmware.protocol.catalogue import EventCode
 from firmware.protocol.event import Event, from_compact
 from firmware.protocol.text import inert
+from firmware.services import guard
 from firmware.services.base import REGISTRY, Service, address, clean_data, discover, fit
+from firmware.services.guard import MAX_UNSENT, SourceCounter
+from firmware.shared.sources import source_key
 
 
 class Echo(Service, register=False):
@@ -67,6 +73,19 @@ def closed_within(s: socket.socket, seconds: float) -> float:
     except TimeoutError:
         raise AssertionError(f"connection still open after {seconds}s") from None
     return time.monotonic() - t0
+
+
+def throw(port: int, junk: list[bytes], seconds: float = 5) -> None:
+    """Each of ``junk`` on a connection of its own, then end it; the service closes its side
+    (it may cut a flood off mid-send: that is the point)."""
+    for data in junk:
+        with connect(port) as s:
+            try:
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+                closed_within(s, seconds)
+            except OSError:
+                pass
 
 
 def test_registry_is_filled_by_subclassing():
@@ -179,3 +198,94 @@ def test_command_line_lists_services_and_names_the_fix(capsys: pytest.CaptureFix
     assert "error: unknown service 'telnetz'" in err and "hint: known services: " in err
     assert main([]) == 64
     assert "--list" in capsys.readouterr().err
+
+
+def test_a_client_that_never_reads_is_not_read_and_its_replies_stay_bounded(start):
+    r = start(Echo, connection_bytes=1 << 26, connection_timeout=3.0)
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(("127.0.0.1", r.port))
+    stuck.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # push as much as the server will take, read nothing
+        try:
+            sent += stuck.send(b"z" * 65536)
+        except BlockingIOError:
+            time.sleep(0.01)
+    unsent = [g.transport.get_write_buffer_size() for g in r.service.guards.values()
+              if g.transport is not None]
+    assert unsent and max(unsent) <= MAX_UNSENT, unsent
+    assert sent < 32 << 20, "the server stopped reading from a client that does not read"
+    with connect(r.port) as other:  # everyone else is still served
+        other.sendall(b"ping")
+        assert other.recv(10) == b"ping"
+    stuck.setblocking(True)
+    assert closed_within(stuck, 6) < 6  # and the stuck one ends at the time limit
+    stuck.close()
+
+
+def test_sources_are_addresses_or_ipv6_slash_64s_and_all_connections_are_capped():
+    assert source_key("10.0.0.7") == "10.0.0.7"
+    assert source_key("2001:db8:1:2:aaaa::1") == source_key("2001:db8:1:2::ffff") \
+        == "2001:db8:1:2::/64"
+    assert source_key("::ffff:10.0.0.7") == "10.0.0.7" and source_key("") == ""
+    counter = SourceCounter(limit=2, total=3)
+    assert counter.acquire("a") and counter.acquire("a") and not counter.acquire("a")
+    assert counter.acquire("b") and not counter.acquire("c"), "three in all"
+    counter.release("a")
+    assert counter.acquire("c") and counter.count == 3
+
+
+def test_a_service_process_loads_only_its_own_libraries() -> None:
+    """Each honeypot is a process of its own; importing every service module would give each
+    asyncssh, cryptography and scapy (41 MiB instead of 25 MiB resident for FTP)."""
+    check = ("import sys; from firmware.services.base import load; load(sys.argv[1]); "
+             "print(' '.join(m for m in ('asyncssh', 'cryptography', 'scapy') "
+             "if m in sys.modules))")
+    heavy = {name: subprocess.run([sys.executable, "-c", check, name], capture_output=True,
+                                  text=True, check=True,
+                                  cwd=Path(__file__).resolve().parents[2]).stdout.split()
+             for name in ("ftp", "telnet", "redis", "http", "smb", "ssh")}
+    assert heavy == {"ftp": [], "telnet": [], "redis": [], "http": [],
+                     "smb": ["cryptography"], "ssh": ["asyncssh", "cryptography"]}
+
+
+def from_address(port: int, host: str) -> socket.socket:
+    s = socket.socket()
+    s.settimeout(5)
+    s.bind((host, 0))
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def test_a_full_table_makes_room_for_a_newcomer(start, monkeypatch):
+    """A flood that takes every connection, from one address or from many, cannot keep the
+    next client out: the busiest source's oldest connection goes, else the oldest of all."""
+    r = start(Echo, connections_per_source=16, connections_total=4)
+    flood = [from_address(r.port, "127.0.0.2") for _ in range(4)]
+    r.wait_for(lambda e: len(r.sink.events) >= 4)
+    with from_address(r.port, "127.0.0.9") as newcomer:
+        newcomer.sendall(b"hi")
+        assert newcomer.recv(10) == b"hi", "served although the table was full"
+    assert closed_within(flood[0], 2) < 2, "the busiest source's oldest went"
+    for s in flood[1:]:
+        s.sendall(b"x")
+        assert s.recv(10) == b"x"
+        s.close()
+    time.sleep(0.2)
+    monkeypatch.setattr(guard, "MIN_AGE", 0.5)
+    many = [from_address(r.port, f"127.0.0.{10 + i}") for i in range(4)]  # one each
+    r.wait_for(lambda e: len(r.sink.events) >= 9)
+    with from_address(r.port, "127.0.0.30") as early:  # all young: none is cut for it
+        assert closed_within(early, 2) < 2
+    time.sleep(0.6)
+    with from_address(r.port, "127.0.0.31") as newcomer:
+        newcomer.sendall(b"hi")
+        assert newcomer.recv(10) == b"hi"
+    assert closed_within(many[0], 2) < 2, "then the oldest of all, once it is old enough"
+    for s in many[1:]:
+        s.sendall(b"x")
+        assert s.recv(10) == b"x"
+    for s in many:
+        s.close()

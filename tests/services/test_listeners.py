@@ -19,10 +19,16 @@ from firmware.protocol.event import Event
 from firmware.services.ftp import FTPHoneypot
 from firmware.services.http import MAX_BODY, BadRequest, HTTPHoneypot, parse_request
 from firmware.services.lines import MAX_LINE
-from firmware.services.redis import MAX_EVENTS, ProtocolError, RedisHoneypot, parse_command
+from firmware.services.redis import (
+    MAX_EVENTS,
+    ProtocolError,
+    RedisHoneypot,
+    _logdata,
+    parse_command,
+)
 from firmware.services.telnet import TelnetFilter, TelnetHoneypot
 from tests.services.conftest import MemorySink, Running, make_config
-from tests.services.test_base import closed_within, connect
+from tests.services.test_base import closed_within, connect, throw
 
 
 def tool(name: str) -> str:
@@ -108,6 +114,23 @@ def test_telnet_client_login_is_recorded_and_refused(telnet):
     assert b"login: " in shown and b"Login incorrect" in shown
 
 
+def test_telnet_turns_the_clients_echo_off_for_the_password_only(telnet):
+    with connect(telnet.port) as s:
+        got = b""
+        while b"login: " not in got:
+            got += s.recv(4096)
+        s.sendall(b"root\r\n")
+        while b"Password: " not in got:
+            got += s.recv(4096)
+        assert got.endswith(b"\xff\xfb\x01Password: "), "WILL ECHO before the prompt"
+        s.sendall(b"\xff\xfd\x01toor\r\n")  # DO ECHO: the client agrees, then types
+        while b"Login incorrect" not in got:
+            got += s.recv(4096)
+    assert b"\xff\xfc\x01\r\nLogin incorrect" in got, "WONT ECHO once the password is in"
+    assert got.count(b"\xff") == 2, "the client's yes to our offer is not refused"
+    assert telnet.wait_for(code(EventCode.TELNET_LOGIN_ATTEMPT)).data["PASSWORD"] == "toor"
+
+
 def test_telnet_negotiation_is_declined_and_split_anywhere():
     stream = (b"\xff\xfb\x18\xff\xfd\x03\xff\xfa\x18\x00xterm\xff\xf0ro\xff\xffot\r\x00"
               b"pw\r\nnext\r")
@@ -171,12 +194,28 @@ def test_resp_parser_bounds_and_splits():
 
 def test_redis_records_a_bounded_number_of_commands_per_connection(redis):
     with connect(redis.port) as s:
-        s.sendall(b"PING\r\n" * (MAX_EVENTS + 50))
+        s.sendall(b"PING\r\n" * (MAX_EVENTS + 50) + b"AUTH stolen-at-last\r\n")
         got = b""
-        while got.count(b"\r\n") < MAX_EVENTS + 50:
+        while got.count(b"\r\n") < MAX_EVENTS + 51:
             got += s.recv(65536)
-    time.sleep(0.2)
+    auth = redis.wait_for(lambda e: e.data.get("CMD") == "AUTH")
+    assert auth.data["PASSWORD"] == "stolen-at-last", "a credential is recorded however late"
     assert len([e for e in redis.sink.events if e.data.get("CMD") == "PING"]) == MAX_EVENTS
+
+
+def test_redis_credentials_never_show_in_args():
+    for args, user, password in (
+            ([b"HELLO", b"AUTH", b"default", b"Secret1"], "default", "Secret1"),
+            ([b"HELLO", b"3", b"AUTH", b"ops", b"pw2", b"SETNAME", b"x"], "ops", "pw2"),
+            ([b"MIGRATE", b"h", b"6379", b"", b"0", b"500", b"AUTH2", b"ops", b"pw3", b"KEYS",
+              b"k"], "ops", "pw3"),
+            ([b"CONFIG", b"SET", b"masterauth", b"pw4", b"dir", b"/tmp"], None, "pw4")):
+        data = _logdata(args[0].decode(), args[1:])
+        assert data["PASSWORD"] == password.encode()
+        assert data.get("USERNAME") == (user.encode() if user else None)
+        shown = data["ARGS"]
+        assert isinstance(shown, bytes)
+        assert password.encode() not in shown and b"********" in shown
 
 
 # --- HTTP --------------------------------------------------------------------------------------
@@ -215,6 +254,44 @@ def test_a_posted_form_and_basic_auth_are_login_attempts(http):
         ("admin", "p@ss word", "/login"), ("svc_backup", "Basic:Pw", "/")]
     curl("-X", "PROPFIND", f"{base}/")
     assert http.wait_for(code(EventCode.HTTP_UNIMPLEMENTED_METHOD)).data["METHOD"] == "PROPFIND"
+
+
+def test_credentials_anywhere_in_a_request_are_a_login_and_never_in_path(http):
+    base = f"http://127.0.0.1:{http.port}"
+    curl("-H", "Content-Type: application/json", "-d", '{"User": "jadmin", "pw": "j-pw"}',
+         f"{base}/api/auth")
+    curl(f"{base}/login?username=qadmin&password=q-pw&lang=en")
+    curl("-d", "token=abc&remember=1", f"{base}/login")
+    logins: list[dict[str, object]] = []
+    deadline = time.monotonic() + 5
+    while len(logins) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        logins = [dict(e.data) for e in http.sink.events if e.code == EventCode.HTTP_POST_LOGIN]
+    assert [(d["USERNAME"], d["PASSWORD"]) for d in logins] == [
+        ("jadmin", "j-pw"), ("qadmin", "q-pw"), ("", "")]
+    assert logins[1]["PATH"] == "/login?username=qadmin&password=********&lang=en"
+    assert logins[2]["FIELDS"] == "remember,token", "a post with no known field says what it had"
+    with connect(http.port) as s:  # absolute form with user information, as proxies see it
+        s.sendall(b"GET http://uadmin:u-pw@10.0.0.9/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.recv(4096)
+    ev = http.wait_for(lambda e: e.data.get("USERNAME") == "uadmin")
+    assert ev.data["PASSWORD"] == "u-pw" and "u-pw" not in str(ev.data["PATH"])
+    for e in http.sink.events:
+        assert "-pw" not in str(e.data.get("PATH", "")), e
+
+
+def test_a_request_the_server_refuses_is_recorded_too(http):
+    for raw, status in ((b"POST /login HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n", b"400"),
+                        (b"GARBAGE\r\n\r\n", b"400"),
+                        (b"POST /up HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", b"413")):
+        with connect(http.port) as s:
+            s.sendall(raw)
+            assert s.recv(4096).startswith(b"HTTP/1.1 " + status)
+    http.wait_for(lambda e: e.data.get("METHOD") == "POST" and e.data.get("PATH") == "/up")
+    refused = [e.data for e in http.sink.events if e.code == EventCode.HTTP_UNIMPLEMENTED_METHOD]
+    assert [(d["METHOD"], d["REASON"]) for d in refused] == [
+        ("POST", "400 Bad Request"), ("GARBAGE", "400 Bad Request"),
+        ("POST", "413 Content Too Large")]
 
 
 def test_the_basic_skin_asks_for_a_password(tmp_path):
@@ -266,14 +343,7 @@ def test_attacker_bytes_never_stop_a_service(start, cls):
     junk += [b"USER \xff\xfe\xc3(\r\nPASS \xed\xa0\x80\x00\x1b[2J\r\n",
              b"\xe2\x80\xaeadmin\r\n\x00\r\n", b"A" * 40000, b"\xff" * 5000, b"\r\n" * 5000,
              b"*64\r\n" + b"$4096\r\n" + b"B" * 4096 + b"\r\n"]
-    for data in junk:
-        with connect(r.port) as s:
-            try:
-                s.sendall(data)
-                s.shutdown(socket.SHUT_WR)
-                closed_within(s, 5)
-            except OSError:
-                pass  # the service may cut a flood off mid-send: that is the point
+    throw(r.port, junk)
     slow = connect(r.port)  # a client that dribbles is cut at the time limit, others go on
     slow.sendall(b"U")
     with connect(r.port) as s:
