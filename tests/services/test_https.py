@@ -33,7 +33,7 @@ from firmware.services.https import HTTPSHoneypot
 from firmware.services.tlswire import NotTLS, is_grease, parse_client_hello
 from firmware.shared.errors import ConfigError, DecodeError
 from tests.services.conftest import MemorySink, Running, make_config
-from tests.services.test_base import closed_within, connect
+from tests.services.test_base import closed_within, connect, throw
 from tests.services.test_listeners import tool
 
 FIREFOX = bytes.fromhex(
@@ -296,16 +296,6 @@ def test_the_client_sees_the_configured_certificate_subject(serve):
 # --- attacker bytes on the TLS port -------------------------------------------------------------
 
 
-def sent(r: Running, data: bytes, *, wait: float = 5) -> None:
-    with connect(r.port) as s:
-        try:
-            s.sendall(data)
-            s.shutdown(socket.SHUT_WR)
-            closed_within(s, wait)
-        except OSError:
-            pass
-
-
 def evil_names(hello: bytes) -> bytes:
     """The golden hello with invalid UTF-8 and an escape sequence as SNI and ALPN (same sizes)."""
     name = b"\xff\xfe\xc3(\x1b[2J\xe2\x80\xae" + b"a" * 16 + b"\x00"
@@ -316,11 +306,12 @@ def evil_names(hello: bytes) -> bytes:
 def test_attacker_bytes_leave_an_event_each_and_curl_still_gets_in(serve):
     r = serve()
     rng = random.Random(443)
-    sent(r, bytes(rng.randrange(256) for _ in range(3000)).replace(b"\x16", b"\x17", 1))
-    sent(r, b"\x00" * 10)
-    sent(r, FIREFOX[:300])  # a truncated ClientHello, then the client gives up
-    sent(r, b"\x16\x03\x01\xff\xff" + b"\x01" * 1000)  # a record longer than TLS allows
-    sent(r, evil_names(FIREFOX))
+    throw(r.port, [
+        bytes(rng.randrange(256) for _ in range(3000)).replace(b"\x16", b"\x17", 1),
+        b"\x00" * 10,
+        FIREFOX[:300],  # a truncated ClientHello, then the client gives up
+        b"\x16\x03\x01\xff\xff" + b"\x01" * 1000,  # a record longer than TLS allows
+        evil_names(FIREFOX)])
     slow = connect(r.port)  # dribbles the first bytes of a hello, then stalls
     slow.sendall(FIREFOX[:3])
     ok = curl(r, "1.3", "-u", "honest:pw", f"https://127.0.0.1:{r.port}/")
