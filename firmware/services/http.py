@@ -140,7 +140,16 @@ def posted_fields(body: bytes) -> dict[str, str]:
         if isinstance(obj, dict):
             return {str(k).lower(): v if isinstance(v, str) else json.dumps(v)
                     for k, v in list(obj.items())[:32]}
-    fields = urllib.parse.parse_qs(text, keep_blank_values=True, max_num_fields=32)
+    return form_fields(text)
+
+
+def form_fields(text: str) -> dict[str, str]:
+    """``a=1&b=2`` as fields (names lower-cased, the first value of each); none at all when
+    there are more than 32 (parse_qs refuses them with a ValueError)."""
+    try:
+        fields = urllib.parse.parse_qs(text, keep_blank_values=True, max_num_fields=32)
+    except ValueError:
+        return {}
     return {k.lower(): v[0] for k, v in fields.items()}
 
 
@@ -156,10 +165,9 @@ def form_credentials(fields: dict[str, str]) -> tuple[str, str] | None:
 def query_fields(path: str) -> dict[str, str]:
     try:
         query = urllib.parse.urlsplit(path).query
-        fields = urllib.parse.parse_qs(query, keep_blank_values=True, max_num_fields=32)
     except ValueError:
         return {}
-    return {k.lower(): v[0] for k, v in fields.items()}
+    return form_fields(query)
 
 
 def userinfo(path: str) -> tuple[str, str] | None:

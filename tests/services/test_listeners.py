@@ -17,7 +17,13 @@ import pytest
 from firmware.protocol.catalogue import EventCode
 from firmware.protocol.event import Event
 from firmware.services.ftp import FTPHoneypot
-from firmware.services.http import MAX_BODY, BadRequest, HTTPHoneypot, parse_request
+from firmware.services.http import (
+    MAX_BODY,
+    BadRequest,
+    HTTPHoneypot,
+    parse_request,
+    posted_fields,
+)
 from firmware.services.lines import MAX_LINE
 from firmware.services.redis import (
     MAX_EVENTS,
@@ -271,6 +277,8 @@ def test_credentials_anywhere_in_a_request_are_a_login_and_never_in_path(http):
         ("jadmin", "j-pw"), ("qadmin", "q-pw"), ("", "")]
     assert logins[1]["PATH"] == "/login?username=qadmin&password=********&lang=en"
     assert logins[2]["FIELDS"] == "remember,token", "a post with no known field says what it had"
+    assert posted_fields(b"&".join(b"f%d=1" % i for i in range(40))) == {}, \
+        "more fields than parse_qs takes: none, not a ValueError out of data_received"
     with connect(http.port) as s:  # absolute form with user information, as proxies see it
         s.sendall(b"GET http://uadmin:u-pw@10.0.0.9/ HTTP/1.1\r\nHost: x\r\n\r\n")
         s.recv(4096)
