@@ -82,22 +82,27 @@ class SSHService:
 @dataclass(frozen=True)
 class Listener:
     """A honeypot service that needs only where to listen and what to say first: FTP, HTTP,
-    Telnet, Redis.  Off unless the device's settings turn it on (a personality chooses)."""
+    Telnet, Redis, MySQL, VNC, HTTPS and RDP (these two with a certificate).  Off unless the
+    device's settings turn it on (a personality chooses)."""
 
     enabled: bool = False
     host: str = "0.0.0.0"
     port: int = 1
     banner: str = ""  # the greeting or version the service shows (its own default if empty)
     skin: str = "nas"  # HTTP and HTTPS: which login page (HTTP_SKINS)
-    # HTTPS only: the certificate's subject as (attribute, value) pairs (empty: the skin's
-    # default), and the one PEM file with its key and certificate, made by --make-host-key
+    # HTTPS and RDP: the certificate's subject as (attribute, value) pairs (empty: the skin's
+    # default, for RDP the host name), and the one PEM file with its key and certificate, made
+    # by --make-host-key (CERTIFICATES: where, by default)
     cert_subject: tuple[tuple[str, str], ...] = ()
     certificate: Path = Path("/data/coalmine/https/tls.pem")
 
 
 # Each listener-only service and its well-known port (the port its .socket unit holds).
 LISTENER_PORTS = {"ftp": 21, "http": 80, "https": 443, "telnet": 23, "redis": 6379,
-                  "mysql": 3306}
+                  "mysql": 3306, "vnc": 5900, "rdp": 3389}
+# Where each TLS honeypot's certificate is by default (its own directory, made by tmpfiles.d)
+CERTIFICATES = {"https": Path("/data/coalmine/https/tls.pem"),
+                "rdp": Path("/data/coalmine/rdp/tls.pem")}
 # What a certificate subject may name (``cert_subject = "CN=nas01,O=Synology Inc.,C=TW"``)
 SUBJECT_ATTRIBUTES = ("CN", "O", "OU", "L", "ST", "C")
 
@@ -319,8 +324,23 @@ def parse(raw: dict[str, Any]) -> DeviceConfig:
         smb=_smb(p, p.table(raw, "services.smb")),
         limits=cfg_limits,
     )
+    _one_service_per_port(p, cfg)
     p.raise_if_any()
     return cfg
+
+
+def _one_service_per_port(p: _Problems, cfg: DeviceConfig) -> None:
+    """Two enabled services on one port: the second socket could not bind, and that service
+    would be silently missing from a device that looks healthy."""
+    ports = [("ssh", cfg.ssh.port, cfg.ssh.enabled), ("smb", cfg.smb.port, cfg.smb.enabled),
+             *((name, ls.port, ls.enabled) for name, ls in cfg.listeners.items())]
+    seen: dict[int, str] = {}
+    for name, port, enabled in sorted(ports):
+        if enabled and port in seen:
+            p.add(f"services.{seen[port]}.port and services.{name}.port: both {port}; "
+                  "give each enabled service a port of its own")
+        elif enabled:
+            seen[port] = name
 
 
 def _button(p: _Problems, table: dict[str, Any]) -> Button:
@@ -358,7 +378,8 @@ def _listener(p: _Problems, table: dict[str, Any], name: str, port: int) -> List
                         cert_subject=_subject(p, where, p.get(table, f"{where}.cert_subject",
                                                               str, "")),
                         certificate=Path(p.get(table, f"{where}.certificate", str,
-                                               str(Listener.certificate))))
+                                               str(CERTIFICATES.get(name,
+                                                                    Listener.certificate)))))
     if listener.skin not in HTTP_SKINS:
         p.add(f"{where}.skin: {listener.skin!r} is not one of {', '.join(HTTP_SKINS)}")
     if any(c in listener.banner for c in "\r\n\x00"):

@@ -86,8 +86,8 @@ def device_toml(lab: Lab, *, node: str, resolver: str, heartbeat: float,
 
 
 def listener_files(data: Path) -> dict[str, dict[str, str]]:
-    """Where the lab puts what `--make-host-key` makes for a listener (the HTTPS certificate)."""
-    return {"https": {"certificate": str(data / "https" / "tls.pem")}}
+    """Where the lab puts what `--make-host-key` makes for a listener (the TLS certificates)."""
+    return {name: {"certificate": str(data / name / "tls.pem")} for name in ("https", "rdp")}
 
 
 def free_port() -> int:

@@ -53,3 +53,15 @@ def test_smb_settings_and_numbers_that_never_end_are_refused() -> None:
         assert problem in text, text
     ok = parse({"services": {"smb": {"honey_user": "ops", "honey_nt_hash": "a" * 32}}})
     assert ok.smb.honey_user == "ops" and not ok.smb.enabled
+
+
+def test_two_enabled_services_may_not_share_a_port() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse({"services": {"ftp": {"enabled": True, "port": 22},
+                            "vnc": {"enabled": True, "port": 445},
+                            "smb": {"enabled": True}}})
+    assert str(caught.value).count("give each enabled service a port of its own") == 2
+    assert "services.ftp.port and services.ssh.port: both 22" in str(caught.value)
+    assert "services.smb.port and services.vnc.port: both 445" in str(caught.value)
+    # a service that is off holds no port
+    assert parse({"services": {"ftp": {"port": 22}}}).listeners["ftp"].port == 22

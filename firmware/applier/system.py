@@ -23,7 +23,7 @@ from firmware.shared.errors import StorageError, ToolError
 SSH_SOCKET, SSH_SERVICE = "coalmine-ssh.socket", "coalmine-ssh.service"
 TIMEOUT = 60.0
 # the root oneshot that makes what a honeypot reads (from its settings) before it starts
-PREPARED_BY = {"https": "coalmine-https-cert.service"}
+PREPARED_BY = {"https": "coalmine-cert@https.service", "rdp": "coalmine-cert@rdp.service"}
 
 
 class System(Protocol):

@@ -62,6 +62,8 @@ class EventCode(enum.IntEnum):
     SMB_TREE_CONNECT = 5011  # coalmine: a share connected
     TELNET_LOGIN_ATTEMPT = 6001
     MYSQL_LOGIN_ATTEMPT = 8001
+    VNC_LOGIN_ATTEMPT = 12001  # VNC authentication: the DES challenge and response
+    RDP_CONNECTION = 14001  # RDP: mstshash cookie, security protocols, NLA identity
     REDIS_COMMAND = 17001
 
 
@@ -111,6 +113,8 @@ DESCRIPTIONS: dict[EventCode, str] = {
     EventCode.SMB_TREE_CONNECT: "SMB share connected",
     EventCode.TELNET_LOGIN_ATTEMPT: "Telnet login attempt",
     EventCode.MYSQL_LOGIN_ATTEMPT: "MySQL login attempt",
+    EventCode.VNC_LOGIN_ATTEMPT: "VNC login attempt",
+    EventCode.RDP_CONNECTION: "RDP connection attempt",
     EventCode.REDIS_COMMAND: "Redis command (AUTH: a login attempt)",
 }
 
@@ -126,6 +130,7 @@ SOURCES: dict[str, frozenset[EventCode]] = {
     "mysql": frozenset({EventCode.MYSQL_LOGIN_ATTEMPT}),
     "portscan": frozenset({EventCode.PORT_SYN, EventCode.NMAP_OS, EventCode.NMAP_NULL,
                            EventCode.NMAP_XMAS, EventCode.NMAP_FIN}),
+    "rdp": frozenset({EventCode.RDP_CONNECTION}),
     "redis": frozenset({EventCode.REDIS_COMMAND}),
     "smb": frozenset({EventCode.SMB_LOGIN_ATTEMPT, EventCode.SMB_TREE_CONNECT,
                       EventCode.SMB_FILE_OPEN}),
@@ -133,6 +138,7 @@ SOURCES: dict[str, frozenset[EventCode]] = {
     "ssh": frozenset({EventCode.SSH_NEW_CONNECTION, EventCode.SSH_REMOTE_VERSION,
                       EventCode.SSH_LOGIN_ATTEMPT, EventCode.SSH_PUBKEY_ATTEMPT}),
     "telnet": frozenset({EventCode.TELNET_LOGIN_ATTEMPT}),
+    "vnc": frozenset({EventCode.VNC_LOGIN_ATTEMPT}),
 }
 
 # Codes no device ever sends: the console's own events about a device, and the heartbeat (kept as
@@ -140,4 +146,5 @@ SOURCES: dict[str, frozenset[EventCode]] = {
 CONSOLE_ONLY = frozenset({EventCode.HEARTBEAT, *(c for c in EventCode if 1200 <= c < 1300)})
 
 # logdata keys that hold secrets: masked by default wherever events are shown to people.
-SECRET_KEYS = frozenset({"PASSWORD", "NTLMV2_RESPONSE", "SCRAMBLE"})
+SECRET_KEYS = frozenset({"PASSWORD", "NTLMV2_RESPONSE", "SCRAMBLE", "VNC_CLIENT_RESPONSE",
+                         "VNC_PASSWORD"})

@@ -16,8 +16,8 @@ settings below exist; ``validate`` reports every problem at once.  Pure: no I/O.
 | ``device.hostname`` | str | the host name the device gives itself (DHCP, its own name) |
 | ``services.ssh.enabled`` | bool | the SSH honeypot runs |
 | ``services.ssh.port`` | int | the port it listens on |
-| ``services.NAME.enabled`` | bool | the NAME honeypot runs (ftp, http, https, redis, smb, |
-| | | telnet; off unless enabled) |
+| ``services.NAME.enabled`` | bool | the NAME honeypot runs (ftp, http, https, mysql, rdp, |
+| | | redis, smb, telnet, vnc; off unless enabled) |
 | ``services.NAME.port`` | int | the port its socket holds |
 | ``services.portscan.enabled`` | bool | the port-scan detector runs |
 | ``services.http.skin`` | "nas", "router" or "basic" | the HTTP login page (also https) |
@@ -55,7 +55,7 @@ _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _IPV4 = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
 _PREFIX = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}")
 # the honeypots systemd starts from a socket unit of their own when the settings enable them
-SOCKET_SERVICES = ("ftp", "http", "https", "mysql", "redis", "smb", "telnet")
+SOCKET_SERVICES = ("ftp", "http", "https", "mysql", "rdp", "redis", "smb", "telnet", "vnc")
 # and the one that listens to packets, not on a port (CAP_NET_RAW, a unit of its own)
 PACKET_SERVICES = ("portscan",)
 OPTIONAL_SERVICES = SOCKET_SERVICES + PACKET_SERVICES

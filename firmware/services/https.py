@@ -5,10 +5,11 @@ intruder who finds one tries passwords there as on port 80, and the way its TLS 
 tells a defender which tool it was.  This service is :mod:`firmware.services.http` unchanged
 (skins, banner, limits, events 3000-3002) behind TLS 1.2/1.3 from the ssl module, run in memory
 (``ssl.MemoryBIO``) so that the guard still sees the raw bytes: its byte and time limits bound
-the handshake too (a slow or stalled handshake is cut at ``connection_timeout``), and its
-``head`` keeps the client's first record, which :mod:`firmware.services.tlswire` reads.  Every
-event carries ``JA3`` (and ``JA3_STRING``), ``JA4``, ``SNI`` and ``ALPN`` when the client sent
-them, or ``TLS_UNPARSED`` saying why the ClientHello could not be read.
+the handshake too (a slow or stalled handshake is cut at ``connection_timeout``; the TLS
+machinery is :mod:`firmware.services.tlsmem`'s, which RDP shares), and its ``head`` keeps the
+client's first record, which :mod:`firmware.services.tlswire` reads.  Every event carries
+``JA3`` (and ``JA3_STRING``), ``JA4``, ``SNI`` and ``ALPN`` when the client sent them, or
+``TLS_UNPARSED`` saying why the ClientHello could not be read.
 
 A connection that never gets to a request (it is not TLS, its handshake fails, or it ends or is
 cut before a request) is recorded once as 3002 with an empty ``METHOD``, ``TLS_ERROR`` saying
@@ -22,7 +23,6 @@ oneshot on the device); the service only reads it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from pathlib import Path
@@ -30,12 +30,12 @@ from typing import Any, cast
 
 from firmware.config import DeviceConfig, Listener
 from firmware.protocol.catalogue import EventCode
-from firmware.protocol.text import MAX_VALUE_CHARS
-from firmware.services import tlscert, tlswire
+from firmware.services import tlscert, tlsmem, tlswire
 from firmware.services.guard import Guard
 from firmware.services.http import BadRequest, HTTPHoneypot, HTTPSession, parse_request
 from firmware.services.lines import ListenerService
-from firmware.shared.errors import ConfigError, DecodeError
+from firmware.services.tlsmem import MemoryTLS, TLSError, fingerprint_fields
+from firmware.shared.errors import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,8 @@ DEFAULT_SUBJECTS = {
     "basic": (("CN", "intranet"),),
 }
 SEEN_BYTES = 64
-READ_CHUNK = 16384
 MAKE_CERT = ("python3 -m firmware.services https --make-host-key (as root; on the device "
-             "coalmine-https-cert.service runs it before the honeypot starts)")
+             "coalmine-cert@https.service runs it before the honeypot starts)")
 _PLAIN_HTTP = (b"HTTP/1.1 400 Bad Request\r\nServer: %s\r\nContent-Type: text/html\r\n"
                b"Connection: close\r\n\r\n<html><head><title>400 The plain HTTP request was sent "
                b"to HTTPS port</title></head><body><center><h1>400 Bad Request</h1></center>"
@@ -85,33 +84,7 @@ class HTTPSHoneypot(HTTPHoneypot):
 
 def server_context(path: Path) -> ssl.SSLContext:
     """TLS 1.2 and 1.3 with the certificate and key of the one PEM file at ``path``."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.maximum_version = ssl.TLSVersion.TLSv1_3
-    context.options |= ssl.OP_NO_RENEGOTIATION  # a client may not make us sign again and again
-    context.set_alpn_protocols(["http/1.1"])
-    try:
-        context.load_cert_chain(path)
-    except FileNotFoundError:
-        raise ConfigError(f"HTTPS certificate {path} does not exist",
-                          hint=f"create it first: {MAKE_CERT}") from None
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot read HTTPS certificate {path}: {exc}",
-                          hint=f"the service's group must be able to read it; {MAKE_CERT} "
-                               "makes it again") from None
-    return context
-
-
-def fingerprint_fields(hello: tlswire.ClientHello) -> dict[str, str | bytes | int]:
-    """What every event of a connection says about its ClientHello."""
-    fields: dict[str, str | bytes | int] = {"JA3": hello.ja3, "JA4": hello.ja4}
-    if len(hello.ja3_string) <= MAX_VALUE_CHARS:  # else it would be cut: the hash says it all
-        fields["JA3_STRING"] = hello.ja3_string
-    if hello.server_name is not None:
-        fields["SNI"] = hello.server_name
-    if hello.alpn:
-        fields["ALPN"] = b",".join(hello.alpn)
-    return fields
+    return tlsmem.server_context(path, what="HTTPS", make=MAKE_CERT, alpn=("http/1.1",))
 
 
 class TLSConnection(asyncio.Protocol):
@@ -119,13 +92,12 @@ class TLSConnection(asyncio.Protocol):
 
     def __init__(self, service: HTTPSHoneypot, context: ssl.SSLContext) -> None:
         self.service = service
-        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.tls = MemoryTLS(context)
         self.http = _HTTPSOverTLS(service, self)
         self.raw: asyncio.Transport | None = None
         self.guard: Guard | None = None
         self.hello: dict[str, str | bytes | int] | None = None  # fingerprint, once read
-        self.handshaken = self.reported = self.closing = False
+        self.reported = self.closing = False
 
     # --- the raw side (the guard calls these) -------------------------------------------------
 
@@ -136,26 +108,26 @@ class TLSConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing or (self.hello is None and not self.sniff()):
             return
-        self.incoming.write(data)
+        self.tls.receive(data)
         self.pump()
 
     def resume_writing(self) -> None:  # the client takes its replies again
-        if self.handshaken:
+        if self.tls.handshaken:
             self.http.resume_writing()
 
     def eof_received(self) -> bool | None:
         if self.closing:
             return None
-        self.incoming.write_eof()
+        self.tls.receive_eof()
         self.pump()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         cut = self.guard.cut_reason if self.guard is not None else ""
-        self.report(cut or ("no request after the handshake" if self.handshaken
+        self.report(cut or ("no request after the handshake" if self.tls.handshaken
                             else "closed during the handshake"))
-        if self.handshaken:
+        if self.tls.handshaken:
             self.http.connection_lost(exc)
 
     # --- TLS ------------------------------------------------------------------------------------
@@ -177,31 +149,23 @@ class TLSConnection(asyncio.Protocol):
 
     def pump(self) -> None:
         """Advance the handshake, hand decrypted bytes to HTTP, send what TLS has to send."""
-        if not self.handshaken:
-            try:
-                self.tls.do_handshake()
-            except ssl.SSLWantReadError:
-                self.flush()
-                return
-            except ssl.SSLError as exc:
-                self.fail(f"handshake failed: {exc.reason or exc}")
-                return
-            self.handshaken = True
-            self.http.connection_made(_Plaintext(self))
-        while not self.closing:
-            try:
-                chunk = self.tls.read(READ_CHUNK)
-            except ssl.SSLWantReadError:
-                break
-            except ssl.SSLZeroReturnError:  # the client's close_notify
-                self.close()
-                break
-            except ssl.SSLError as exc:
-                self.fail(f"TLS error: {exc.reason or exc}")
-                break
-            if not chunk:
-                break
-            self.http.data_received(chunk)
+        try:
+            if not self.tls.handshaken:
+                if not self.tls.handshake():
+                    self.flush()
+                    return
+                self.http.connection_made(_Plaintext(self))
+            while not self.closing:
+                chunk = self.tls.read()
+                if self.tls.ended:  # the client's close_notify
+                    self.close()
+                    break
+                if not chunk:
+                    break
+                self.http.data_received(chunk)
+        except TLSError as exc:
+            self.fail(exc.message)
+            return
         self.flush()
 
     def send(self, data: bytes) -> None:
@@ -209,13 +173,13 @@ class TLSConnection(asyncio.Protocol):
             return
         try:
             self.tls.write(data)
-        except ssl.SSLError as exc:
-            self.fail(f"TLS error: {exc.reason or exc}")
+        except TLSError as exc:
+            self.fail(exc.message)
             return
         self.flush()
 
     def flush(self) -> None:
-        data = self.outgoing.read()
+        data = self.tls.pending()
         if data and self.raw is not None and not self.raw.is_closing():
             self.raw.write(data)
 
@@ -224,10 +188,7 @@ class TLSConnection(asyncio.Protocol):
         if self.closing:
             return
         self.closing = True
-        if self.handshaken:
-            # close_notify is written; the client's is not awaited (SSLWantReadError)
-            with contextlib.suppress(ssl.SSLError):
-                self.tls.unwrap()
+        self.tls.shutdown()  # close_notify is written; the client's is not awaited
         self.flush()
         if self.raw is not None:
             self.raw.close()

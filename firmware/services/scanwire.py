@@ -14,7 +14,10 @@ second later (``PROMPT``) a report covers that second, so a new scan reaches the
 once; when the window closes one more report sums the whole window, if anything came after the
 first.  At most ``max_sources`` sources are tracked; probes from further sources (decoys,
 ``nmap -D``, spoofed floods) are counted in one catch-all bucket per kind with an empty source
-and the number of distinct sources in it: counted, never dropped.  A bucket keeps at most
+and the number of distinct sources in it: counted, never dropped.  A full table makes room for a
+newcomer by moving the oldest source that has sent one packet only (a spoofed SYN's) into the
+catch-all, so a table filled with forged sources does not hide a real scanner that comes later:
+only a source that probes twice keeps its place.  A bucket keeps at most
 ``MAX_PORTS`` distinct ports (two bytes each) and a count, so memory is bounded whatever the
 attacker sends.
 """
@@ -25,6 +28,7 @@ import array
 import enum
 import ipaddress
 import struct
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -158,20 +162,38 @@ class ScanTable:
         self.window = window
         self.max_sources = max_sources
         self.buckets: dict[str, dict[Kind, Bucket]] = {}
+        self.once: OrderedDict[str, None] = OrderedDict()  # sources of one packet, oldest first
 
     def __len__(self) -> int:
         return sum(len(kinds) for kinds in self.buckets.values())
 
     def add(self, now: float, kind: Kind, probe: str, seg: Segment) -> None:
         key = seg.src
-        if key not in self.buckets and len(self.buckets) - ("" in self.buckets) >= \
-                self.max_sources:
-            key = ""  # the table is full: the catch-all counts it
+        if key in self.buckets:
+            self.once.pop(key, None)
+        elif len(self.buckets) - ("" in self.buckets) >= self.max_sources:
+            if self.once:  # room for the newcomer: the oldest one-packet source to the catch-all
+                self._fold(now, self.once.popitem(last=False)[0])
+                self.once[key] = None
+            else:
+                key = ""  # the table is full: the catch-all counts it
+        else:
+            self.once[key] = None
+        self._bucket(now, key, kind, seg.dst, seg.dport).add(seg.dport, probe, seg.src)
+
+    def _bucket(self, now: float, key: str, kind: Kind, dst: str, port: int) -> Bucket:
         kinds = self.buckets.setdefault(key, {})
         bucket = kinds.get(kind)
         if bucket is None:
-            bucket = kinds[kind] = Bucket(kind, key, seg.dst, now, seg.dport)
-        bucket.add(seg.dport, probe, seg.src)
+            bucket = kinds[kind] = Bucket(kind, key, dst, now, port)
+        return bucket
+
+    def _fold(self, now: float, src: str) -> None:
+        """A one-packet source's bucket into the catch-all (unless already reported)."""
+        for kind, bucket in self.buckets.pop(src).items():
+            if bucket.count > bucket.reported:
+                self._bucket(now, "", kind, bucket.dst, bucket.first_port).add(
+                    bucket.first_port, next(iter(bucket.probes), ""), src)
 
     def tracked(self) -> list[str]:
         return [src for src in self.buckets if src]
@@ -191,6 +213,7 @@ class ScanTable:
                     del kinds[kind]
             if not kinds:
                 del self.buckets[src]
+                self.once.pop(src, None)
         return out
 
     def flush(self) -> list[Report]:
@@ -198,6 +221,7 @@ class ScanTable:
         out = [_report(b, self.window) for kinds in self.buckets.values()
                for b in kinds.values() if b.count > b.reported]
         self.buckets.clear()
+        self.once.clear()
         return out
 
 

@@ -41,9 +41,11 @@ from typing import cast
 from firmware.config import DeviceConfig
 from firmware.eventpath import EventSink
 from firmware.protocol.catalogue import EventCode
+from firmware.services import ntlm
 from firmware.services import smbshare as share
 from firmware.services import smbwire as wire
 from firmware.services.base import Service
+from firmware.services.ntlm import NTLMError
 from firmware.services.smbwire import SMBError, unpack_from
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ MAX_CHAIN = 32
 MAX_SESSIONS = 16
 MAX_OPENS = 128
 MAX_IO = 65_536
+MAX_NETBIOS_REQUEST = 256  # two encoded NetBIOS names (34 bytes each, more with scope IDs)
 MAX_UNSENT = 2 * MAX_IO  # replies waiting for a client before no more requests are answered
 DIALECT_NAMES = {0x0311: "3.1.1", 0x0302: "3.0.2", 0x0300: "3.0", 0x0210: "2.1",
                  0x0202: "2.0.2"}
@@ -177,7 +180,12 @@ class Connection(asyncio.Protocol):
             if len(self.pending) < 4:
                 return
             kind, length = self.pending[0], int.from_bytes(self.pending[1:4], "big")
-            if kind == 0x81:  # NetBIOS session request (port 139): accept
+            if kind == 0x81:  # NetBIOS session request (port 139): two names, then accept
+                if length > MAX_NETBIOS_REQUEST:
+                    self.close(f"a NetBIOS session request of {length} bytes")
+                    return
+                if len(self.pending) < 4 + length:
+                    return
                 del self.pending[:4 + length]
                 self.transport.write(b"\x82\x00\x00\x00")
                 continue
@@ -195,7 +203,7 @@ class Connection(asyncio.Protocol):
             del self.pending[:4 + length]
             try:
                 self.handle(message)
-            except SMBError as exc:
+            except (SMBError, NTLMError) as exc:
                 self.close(exc.message)
 
     def resume_writing(self) -> None:
@@ -356,7 +364,7 @@ class Connection(asyncio.Protocol):
         return Reply(OK, self.negotiate_body(chosen, contexts))
 
     def negotiate_body(self, dialect: int, contexts: list[bytes]) -> bytes:
-        blob = wire.spnego_hint()
+        blob = ntlm.spnego_hint()
         now = share.filetime(time.time())
         body = bytearray(struct.pack(
             "<HHHH16sIIIIQQHHI", 65, 0x01, dialect, len(contexts), self.service.guid, 0,
@@ -379,32 +387,32 @@ class Connection(asyncio.Protocol):
         if size != 25:
             raise SMBError("SESSION_SETUP: bad structure size")
         blob = wire.field(part, offset, length, "SESSION_SETUP security blob")
-        token = wire.ntlmssp_token(blob)
-        kind = wire.ntlm_type(token)
+        token = ntlm.ntlmssp_token(blob)
+        kind = ntlm.ntlm_type(token)
         if kind == 1:
             self.setups += 1
             if self.setups > MAX_SESSIONS:
                 raise SMBError("too many session setups on one connection")
             session = Session(id=secrets.randbits(63) | 1, challenge=secrets.token_bytes(8),
-                              preauth=self.preauth, raw=blob.startswith(wire.NTLMSSP),
+                              preauth=self.preauth, raw=blob.startswith(ntlm.NTLMSSP),
                               sign_all=bool(security & 0x2))
             session.preauth = hashlib.sha512(session.preauth + part).digest()
             self.sessions[session.id] = session
             smb = self.settings
             dns_name = f"{smb.server_name}.{smb.dns_domain}" if smb.dns_domain else smb.server_name
-            token = wire.challenge(wire.negotiate_flags(token), session.challenge,
+            token = ntlm.challenge(ntlm.negotiate_flags(token), session.challenge,
                                    netbios_domain=smb.domain.upper(),
                                    netbios_name=smb.server_name.upper(),
                                    dns_domain=smb.dns_domain, dns_name=dns_name.lower())
-            out = token if session.raw else wire.spnego_challenge(token)
+            out = token if session.raw else ntlm.spnego_challenge(token)
             return Reply(MORE_PROCESSING, _setup_body(0, out), session)
         pending = self.sessions.get(header.session_id)
         if kind != 3 or pending is None or pending.kind:
             raise SMBError("SESSION_SETUP out of order")
         pending.preauth = hashlib.sha512(pending.preauth + part).digest()
-        return self.authenticate(pending, wire.Authenticate.parse(token))
+        return self.authenticate(pending, ntlm.Authenticate.parse(token))
 
-    def authenticate(self, session: Session, auth: wire.Authenticate) -> Reply:
+    def authenticate(self, session: Session, auth: ntlm.Authenticate) -> Reply:
         smb = self.settings
         key = None
         if smb.honey_user:
@@ -427,7 +435,7 @@ class Connection(asyncio.Protocol):
             del self.sessions[session.id]
             return Reply(LOGON_FAILURE, ERROR_BODY, session)
         session.kind, session.user, session.domain = result, auth.user, auth.domain
-        out = b"" if session.raw else wire.spnego_result(True)
+        out = b"" if session.raw else ntlm.spnego_result(True)
         return Reply(OK, _setup_body(flags, out), session,
                      sign=bool(session.key) and self.dialect >= 0x0311)
 

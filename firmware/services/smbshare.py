@@ -21,7 +21,8 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from firmware.services.smbwire import SMBError, unpack_from, utf16
+from firmware.services.ntlm import utf16
+from firmware.services.smbwire import SMBError, unpack_from
 
 FILETIME_EPOCH = 11_644_473_600  # seconds from 1601 to 1970
 ATTR_DIRECTORY = 0x10

@@ -173,6 +173,15 @@ def test_what_the_pinned_key_did_not_sign_is_refused_and_nothing_changes(rig: Ri
     assert "no settings key" in str(rig.sink.events[2].data["REASON"])
 
 
+def test_two_honeypots_on_one_port_are_refused_before_anything_changes(rig: Rig) -> None:
+    rig.hand_off({"services.ftp.enabled": True, "services.ftp.port": 22}, 1)
+    rig.applier.poll()
+    event = rig.sink.only()
+    assert event.code is EventCode.SETTINGS_NOT_APPLIED
+    assert "services.ftp.port and services.ssh.port: both 22" in str(event.data["REASON"])
+    assert rig.system.calls == [] and not rig.cfg.applied_settings.exists()
+
+
 def test_a_network_change_without_console_contact_is_rolled_back(rig: Rig) -> None:
     rig.hand_off({"services.ssh.port": 2222}, 1)
     rig.applier.poll()

@@ -1,10 +1,12 @@
-"""End to end on loopback: lftp, curl, telnet and redis-cli -> the FTP, HTTP, Telnet and Redis
-honeypots -> agent -> unbound -> console; each attempt arrives with its credentials, masked by
-default."""
+"""End to end on loopback: lftp, curl, telnet, redis-cli, mariadb, vncdotool and FreeRDP -> the
+FTP, HTTP, Telnet, Redis, MySQL, VNC and RDP honeypots -> agent -> unbound -> console; each
+attempt arrives with its credentials, masked by default."""
 
 import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +15,8 @@ from scripts.lab import Lab
 
 @pytest.fixture(scope="module")
 def lab():
-    with Lab(heartbeat=5, with_ssh=False, listeners=("ftp", "http", "telnet", "redis")) as running:
+    with Lab(heartbeat=5, with_ssh=False,
+             listeners=("ftp", "http", "telnet", "redis", "mysql", "vnc", "rdp")) as running:
         yield running
 
 
@@ -61,3 +64,32 @@ def test_each_service_attempt_reaches_the_console_through_unbound(lab):
     assert masked and all(e["logdata"]["PASSWORD"] == "********" for e in masked)
     keys = lab.wait_event(lambda e: e["logtype"] == 17001 and e["logdata"]["CMD"] == "KEYS")
     assert keys["logdata"]["ARGS"] == "*"
+
+
+def test_mysql_and_vnc_attempts_reach_the_console_with_their_secrets_masked(lab):
+    ports = lab.listener_ports
+    client("mariadb", "-h", "127.0.0.1", "-P", str(ports["mysql"]), "-u", "dba", "-pdb-pw",
+           "--connect-timeout=10", "-e", "SELECT 1")
+    client(str(Path(sys.executable).parent / "vncdo"), "-s", f"127.0.0.1::{ports['vnc']}",
+           "-p", "password", "key", "a")
+    mysql = lab.wait_event(lambda e: e["logtype"] == 8001, timeout=30)
+    assert mysql["logdata"]["USERNAME"] == "dba" and mysql["logdata"]["PASSWORD"] == "db-pw"
+    vnc = lab.wait_event(lambda e: e["logtype"] == 12001, timeout=30)
+    assert vnc["logdata"]["VNC_PASSWORD"] == "password" and vnc["dst_port"] == ports["vnc"]
+    assert len(bytes.fromhex(vnc["logdata"]["VNC_CLIENT_RESPONSE"])) == 16
+    shown = {e["logtype"]: e["logdata"] for e in lab.events(show_passwords=False)}
+    assert shown[8001]["PASSWORD"] == "********"
+    assert shown[12001]["VNC_CLIENT_RESPONSE"] == shown[12001]["VNC_PASSWORD"] == "********"
+    assert shown[12001]["VNC_SERVER_CHALLENGE"] == vnc["logdata"]["VNC_SERVER_CHALLENGE"]
+
+
+def test_an_rdp_login_reaches_the_console_with_its_ntlmv2_response_masked(lab):
+    port = lab.listener_ports["rdp"]
+    client("xvfb-run", "-a", "xfreerdp", "/auth-only", "/cert:ignore", f"/v:127.0.0.1:{port}",
+           "/u:CORP\\rdpadmin", "/p:rdp-pw")
+    rdp = lab.wait_event(lambda e: e["logtype"] == 14001, timeout=30)
+    data = rdp["logdata"]
+    assert (data["USERNAME"], data["USER"], data["DOMAIN"]) == ("rdpadmin", "rdpadmin", "CORP")
+    assert data["NTLMV2_RESPONSE"].startswith("rdpadmin::CORP:") and len(data["JA3"]) == 32
+    shown = [e["logdata"] for e in lab.events(show_passwords=False) if e["logtype"] == 14001]
+    assert shown[0]["NTLMV2_RESPONSE"] == "********" and shown[0]["USER"] == "rdpadmin"

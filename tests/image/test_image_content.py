@@ -316,6 +316,7 @@ coalmine-events to reach its event socket, so no PrivateDevices= and no PrivateU
     for name, limit in (("coalmine-agent.service", 1.1), ("coalmine-ssh.service", 0.2),
                         ("coalmine-ssh-hostkey.service", 1.0), ("coalmine-button.service", 0.6),
                         ("coalmine-portscan.service", 1.2),
+                        ("coalmine-cert@https.service", 1.0), ("coalmine-cert@rdp.service", 1.0),
                         *((f"coalmine-listener@{n}.service", 0.2) for n in SOCKET_PORTS)):
         proc = subprocess.run(["systemd-analyze", "security", "--offline=yes",
                                f"--root={root}", "--no-pager", name],

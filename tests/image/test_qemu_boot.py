@@ -31,7 +31,7 @@ from scripts.lab import Lab
 pytestmark = [pytest.mark.image, pytest.mark.timeout(3600)]  # builds take minutes
 BOOT_TIMEOUT = 600  # TCG on a loaded 2-core CI machine; typical is ~2 minutes to a heartbeat
 MOVED_SSH_PORT = 2222  # where signed settings move the SSH honeypot (forwarded from the host)
-SMB_PORT, FTP_PORT = 445, 21  # honeypots off in the image that signed settings turn on
+SMB_PORT, FTP_PORT, RDP_PORT = 445, 21, 3389  # honeypots off in the image that settings turn on
 HONEY_USER, HONEY_PASSWORD = "svc_scan", "Copier-Tray-7"
 HONEY_NT_HASH = MD4.new(HONEY_PASSWORD.encode("utf-16-le")).hexdigest()
 
@@ -52,7 +52,7 @@ def booted(qemu_out: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     (work / "lab").mkdir()
     with Lab(work / "lab", with_device=False) as lab:
         guest = armed.boot(lab, qemu_out, work,
-                           guest_ports=(MOVED_SSH_PORT, SMB_PORT, FTP_PORT))
+                           guest_ports=(MOVED_SSH_PORT, SMB_PORT, FTP_PORT, RDP_PORT))
         try:
             code = armed.arm(lab, guest, timeout=BOOT_TIMEOUT)
             print(f"\nqemu: start -> pairing code {guest.code_seen - guest.started:.1f}s, "
@@ -216,7 +216,7 @@ def test_settings_apply_only_in_config_mode_and_move_the_honeypot(booted: Booted
     event = ssh_event_on(lab, guest.forwards[MOVED_SSH_PORT], "trudy")
     assert event["dst_port"] == MOVED_SSH_PORT
     lab.wait_event(lambda e: e["logtype"] == 1103 and e["logdata"]["TCP"]
-                   == " ".join(map(str, sorted({MOVED_SSH_PORT, SMB_PORT, FTP_PORT}))),
+                   == " ".join(map(str, sorted({MOVED_SSH_PORT, SMB_PORT, FTP_PORT, RDP_PORT}))),
                    timeout=120)
     assert not [e for e in lab.events() if e["logtype"] == 1112], "nothing rolled back"
     turned_on_services_answer(lab, guest, "ftp-applied")
@@ -225,14 +225,15 @@ def test_settings_apply_only_in_config_mode_and_move_the_honeypot(booted: Booted
 SERVICES_ON = ("--set", "services.smb.enabled=true", "--set",
                f"services.smb.honey_user={HONEY_USER}", "--set",
                f'services.smb.honey_nt_hash="{HONEY_NT_HASH}"', "--set",
-               "services.ftp.enabled=true")
+               "services.ftp.enabled=true", "--set", "services.rdp.enabled=true")
 
 
 def turned_on_services_answer(lab: Lab, guest: armed.Guest, ftp_user: str) -> None:
     """The honeypots the settings turned on run, each as its own user: their events reach the
     console, and the agent takes a service's codes only from the socket in the directory that
     service's group alone may write to.  The real clients: smbclient copies a file with the
-    honey credential (signing required), lftp tries a login."""
+    honey credential (signing required), lftp tries a login, FreeRDP an NLA login (over TLS
+    with the certificate coalmine-cert@rdp.service made on the device)."""
     before = lab.events()
     smb = subprocess.run(["smbclient", "//127.0.0.1/Documents", "-p",
                           str(guest.forwards[SMB_PORT]), "-U", f"{HONEY_USER}%{HONEY_PASSWORD}",
@@ -243,6 +244,9 @@ def turned_on_services_answer(lab: Lab, guest: armed.Guest, ftp_user: str) -> No
     subprocess.run(["lftp", "-u", f"{ftp_user},pw", "-e", "set ftp:ssl-allow no; ls; bye",
                     f"ftp://127.0.0.1:{guest.forwards[FTP_PORT]}"],
                    capture_output=True, timeout=120, check=False)
+    subprocess.run(["xvfb-run", "-a", "xfreerdp", "/auth-only", "/cert:ignore",
+                    f"/v:127.0.0.1:{guest.forwards[RDP_PORT]}", f"/u:{ftp_user}", "/p:pw"],
+                   capture_output=True, timeout=120, check=False)
     opened = lab.wait_event(lambda e: e["logtype"] == 5000 and e not in before, timeout=120)
     assert opened["logdata"]["FILENAME"] == "IT\\vpn-setup.txt"
     assert opened["logdata"]["USER"] == HONEY_USER and opened["dst_port"] == SMB_PORT
@@ -250,6 +254,9 @@ def turned_on_services_answer(lab: Lab, guest: armed.Guest, ftp_user: str) -> No
     assert login["logdata"]["RESULT"] == "honey"
     lab.wait_event(lambda e: e["logtype"] == 2000 and e["logdata"]["USERNAME"] == ftp_user,
                    timeout=120)
+    rdp = lab.wait_event(lambda e: e["logtype"] == 14001 and e["logdata"].get("USER") == ftp_user,
+                         timeout=120)
+    assert rdp["dst_port"] == RDP_PORT and rdp["logdata"]["NTLMV2_RESPONSE"]
 
 
 def test_a_network_change_that_cuts_the_device_off_is_rolled_back(booted: Booted) -> None:

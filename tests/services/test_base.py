@@ -246,8 +246,8 @@ def test_a_service_process_loads_only_its_own_libraries() -> None:
     heavy = {name: subprocess.run([sys.executable, "-c", check, name], capture_output=True,
                                   text=True, check=True,
                                   cwd=Path(__file__).resolve().parents[2]).stdout.split()
-             for name in ("ftp", "telnet", "redis", "http", "smb", "ssh")}
-    assert heavy == {"ftp": [], "telnet": [], "redis": [], "http": [],
+             for name in ("ftp", "telnet", "redis", "http", "vnc", "rdp", "smb", "ssh")}
+    assert heavy == {"ftp": [], "telnet": [], "redis": [], "http": [], "vnc": [], "rdp": [],
                      "smb": ["cryptography"], "ssh": ["asyncssh", "cryptography"]}
 
 

@@ -22,6 +22,7 @@ from Crypto.Hash import MD4  # test side only: the device keeps the NT hash, nev
 from firmware.config import SMBService
 from firmware.protocol.catalogue import EventCode
 from firmware.protocol.event import Event, masked
+from firmware.services import ntlm
 from firmware.services import smbwire as wire
 from firmware.services.smb import MAX_UNSENT, Connection, SMBHoneypot
 from firmware.services.smbshare import Tree
@@ -275,25 +276,39 @@ def test_attacker_bytes_leave_the_share_working(smb):
     slow.close()
 
 
+def test_a_netbios_session_request_is_taken_whole_and_bounded(smb):
+    conn, transport = Connection(smb.service), Recorder()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    request = b"\x81\x00\x00\x44" + b" " * 68
+    conn.data_received(request[:40])
+    assert transport.written == b"", "not answered before it is whole"
+    conn.data_received(request[40:] + b"\x85\x00\x00\x00")
+    assert transport.written == b"\x82\x00\x00\x00" and not transport.closed
+    conn, transport = Connection(smb.service), Recorder()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.data_received(b"\x81\x00\xff\xff" + b" " * 100)  # a 64 KiB "name": not NetBIOS
+    assert transport.written == b"" and transport.closed
+
+
 def test_the_security_blob_walk_is_bounded():
     nested = b"\x04\x02ab"
     for _ in range(12):
         nested = bytes([0x30, len(nested)]) + nested
     for blob in (nested, b"\x60\x85\xff\xff\xff\xff\xff", b"\x60\x05\x30\x03\x04\x10x",
                  b"\x30\x82\xff\xff"):
-        with pytest.raises(wire.SMBError):
-            wire.ntlmssp_token(blob)
-    token = wire.NTLMSSP + struct.pack("<I", 1) + b"\x00" * 8
-    assert wire.ntlmssp_token(wire.spnego_challenge(token)) == token
+        with pytest.raises(ntlm.NTLMError):
+            ntlm.ntlmssp_token(blob)
+    token = ntlm.NTLMSSP + struct.pack("<I", 1) + b"\x00" * 8
+    assert ntlm.ntlmssp_token(ntlm.spnego_challenge(token)) == token
 
 
 def test_an_authenticate_message_with_fields_outside_it_is_refused():
-    head = wire.NTLMSSP + struct.pack("<I", 3)
+    head = ntlm.NTLMSSP + struct.pack("<I", 3)
     fields = b"".join(struct.pack("<HHI", 24, 24, 0xFFFF0000) for _ in range(6))
-    with pytest.raises(wire.SMBError):
-        wire.Authenticate.parse(head + fields + struct.pack("<I", 1))
+    with pytest.raises(ntlm.NTLMError):
+        ntlm.Authenticate.parse(head + fields + struct.pack("<I", 1))
     good = head + b"".join(struct.pack("<HHI", 0, 0, 64) for _ in range(6)) + b"\x01\x00\x00\x00"
-    assert wire.Authenticate.parse(good).anonymous
+    assert ntlm.Authenticate.parse(good).anonymous
 
 
 def test_signing_matches_the_published_key_derivation():
