@@ -89,6 +89,7 @@ class Listener:
     host: str = "0.0.0.0"
     port: int = 1
     banner: str = ""  # the greeting or version the service shows (its own default if empty)
+    prompt: str = ""  # Telnet: the login prompt (empty: "login: ")
     skin: str = "nas"  # HTTP and HTTPS: which login page (HTTP_SKINS)
     # HTTPS and RDP: the certificate's subject as (attribute, value) pairs (empty: the skin's
     # default, for RDP the host name), and the one PEM file with its key and certificate, made
@@ -374,6 +375,7 @@ def _listener(p: _Problems, table: dict[str, Any], name: str, port: int) -> List
                         host=p.get(table, f"{where}.host", str, Listener.host),
                         port=p.port(table, f"{where}.port", port),
                         banner=p.get(table, f"{where}.banner", str, Listener.banner),
+                        prompt=p.get(table, f"{where}.prompt", str, Listener.prompt),
                         skin=p.get(table, f"{where}.skin", str, Listener.skin),
                         cert_subject=_subject(p, where, p.get(table, f"{where}.cert_subject",
                                                               str, "")),
@@ -382,8 +384,12 @@ def _listener(p: _Problems, table: dict[str, Any], name: str, port: int) -> List
                                                                     Listener.certificate)))))
     if listener.skin not in HTTP_SKINS:
         p.add(f"{where}.skin: {listener.skin!r} is not one of {', '.join(HTTP_SKINS)}")
-    if any(c in listener.banner for c in "\r\n\x00"):
-        p.add(f"{where}.banner: must be one line")
+    lines = "\r\x00" if name == "telnet" else "\r\n\x00"  # Telnet's may have lines (LF)
+    if any(c in listener.banner for c in lines) or len(listener.banner) > 512:
+        p.add(f"{where}.banner: must be {'' if name == 'telnet' else 'one line, '}at most 512 "
+              "characters, no CR or NUL")
+    if any(c in listener.prompt for c in "\r\n\x00") or len(listener.prompt) > 64:
+        p.add(f"{where}.prompt: must be one line of at most 64 characters")
     return listener
 
 

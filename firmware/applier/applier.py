@@ -60,6 +60,7 @@ class Applier:
     stop: threading.Event = field(default_factory=threading.Event)
     version: int = 0  # in effect
     values: Mapping[str, Any] = field(default_factory=dict)
+    device_id: bytes = b""  # whose settings they are (a personality's MAC address comes from it)
     tried: set[int] = field(default_factory=set)  # versions refused or rolled back this session
 
     # -- what is in effect ------------------------------------------------------------------
@@ -67,7 +68,7 @@ class Applier:
     def load(self) -> str:
         """Read and verify the applied settings; the reason when they cannot be used."""
         wire = read_bounded(self.cfg.applied_settings, signed.WIRE_MAX + 1)
-        self.version, self.values = 0, {}
+        self.version, self.values, self.device_id = 0, {}, b""
         if not wire:
             return ""
         pin = read_pin(self.cfg.settings_dir / PIN_FILE)
@@ -77,7 +78,7 @@ class Applier:
             got = signed.verify(pin.key, wire, pin.device_id, 0)
         except InputError as exc:
             return f"the applied settings do not verify: {exc.message}"
-        self.version, self.values = got.version, dict(got.values)
+        self.version, self.values, self.device_id = got.version, dict(got.values), got.device_id
         return ""
 
     def boot(self) -> Plan:
@@ -90,7 +91,7 @@ class Applier:
             write_atomic(refused, reason.encode(), 0o644, dir_mode=0o755)
         else:
             refused.unlink(missing_ok=True)
-        new = plan(self.values)
+        new = plan(self.values, self.device_id)
         self._switch(Plan(), new, running=False)
         self._publish(self.version)
         if self.version:
@@ -131,7 +132,7 @@ class Applier:
             got = signed.verify(pin.key, wire, pin.device_id, self.version)
         except InputError as exc:
             return self._not_applied(version, f"refused: {exc.message}")
-        old, new = plan(self.values), plan(got.values)
+        old, new = plan(self.values, self.device_id), plan(got.values, got.device_id)
         try:  # what every service will read: it must load, or the device would go dark
             parse(tomllib.loads(new.layer))
         except (ConfigError, tomllib.TOMLDecodeError) as exc:
@@ -157,7 +158,7 @@ class Applier:
             applying.unlink(missing_ok=True)
         keys = sorted(k for k in {*self.values, *got.values}
                       if self.values.get(k) != got.values.get(k))
-        self.version, self.values = got.version, dict(got.values)
+        self.version, self.values, self.device_id = got.version, dict(got.values), got.device_id
         log.warning("settings version %d applied: %s", version, " ".join(keys) or "no change")
         self.sink.emit(Event(EventCode.SETTINGS_APPLIED, self.clock(), data={
             "VERSION": version, "CHANGED": " ".join(keys)}))
@@ -217,6 +218,8 @@ class Applier:
             self.system.reload_network()
         if new.hostname != old.hostname:
             self.system.set_hostname(new.hostname or self._default_hostname())
+        if new.ttl != old.ttl:
+            self.system.set_ttl(new.ttl)
         return changed
 
     def _default_hostname(self) -> str:

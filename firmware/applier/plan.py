@@ -4,7 +4,9 @@ Settings never touch the read-only root.  Each boot, and each apply in config mo
 values into run-time files that override the image's defaults: a drop-in for the SSH honeypot's
 listening socket (its port) or masks for its units (disabled), drop-ins for the ports of the
 other honeypots' sockets, a drop-in for ``eth0``'s network (a static address, the DHCP host
-name), and ``settings.toml``, the last configuration layer the device's services read.  The
+name and vendor class, the MAC address), the IP TTL, and ``settings.toml``, the last
+configuration layer the device's services read.  A personality
+(:mod:`firmware.protocol.personality`) is expanded first, into the settings it stands for.  The
 honeypots other than SSH are off in the image: a plan names those the settings enable, and
 the applier starts their sockets.  Two plans compare by their files and that set, so applying
 changes only the units whose files changed.
@@ -12,10 +14,12 @@ changes only the units whose files changed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from firmware.protocol.personality import LINUX_TTL, PERSONALITIES, expand, mac_address
 from firmware.protocol.settings import OPTIONAL_SERVICES, SOCKET_SERVICES
 
 MASK = "/dev/null"  # a file whose content is this is a symlink to /dev/null: the unit is masked
@@ -43,6 +47,7 @@ class Plan:
     layer: str = ""
     hostname: str | None = None
     services: frozenset[str] = frozenset()  # the honeypots off in the image that run
+    ttl: int = LINUX_TTL  # the IP TTL of what the device sends
 
     def changed(self, other: Plan) -> set[str]:
         """Managed paths whose content differs between the two plans."""
@@ -62,8 +67,11 @@ class Plan:
         return SSH_UNITS[0] not in self.files
 
 
-def plan(values: Mapping[str, Any]) -> Plan:
-    """The plan for validated settings values (dotted key -> value); {} is the image's default."""
+def plan(values: Mapping[str, Any], device_id: bytes = b"") -> Plan:
+    """The plan for validated settings values (dotted key -> value) of the device ``device_id``
+    (its MAC address under a personality comes from it); {} is the image's default."""
+    chosen = PERSONALITIES.get(values.get("device.personality", ""))
+    values = expand(values)
     files: dict[str, str] = {}
     layer: list[str] = []
     if values.get("services.ssh.enabled") is False:
@@ -83,12 +91,15 @@ def plan(values: Mapping[str, Any]) -> Plan:
     hostname = values.get("device.hostname")
     if hostname is not None:
         layer += ["[device]", f"node_name = {_toml(hostname)}", ""]
-    network = _network(values, hostname)
+    link = {"MACAddress": mac_address(chosen.oui, device_id)} if chosen and device_id else {}
+    dhcp = {"Hostname": hostname, "VendorClassIdentifier": chosen.vendor_class if chosen else ""}
+    network = _network(values, link, dhcp)
     if network:
         files[NETWORK_DROPIN] = network
     text = "\n".join(layer)
     return Plan(files, "# coalmine signed settings (written at boot and in config mode)\n"
-                + text if text else "", hostname, services)
+                + text if text else "", hostname, services,
+                chosen.ttl if chosen else LINUX_TTL)
 
 
 def _table(layer: str, name: str) -> str:
@@ -100,21 +111,26 @@ def _table(layer: str, name: str) -> str:
     return layer[start:end if end >= 0 else len(layer)]
 
 
-def _network(values: Mapping[str, Any], hostname: str | None) -> str:
+def _network(values: Mapping[str, Any], link: Mapping[str, str],
+             dhcp: Mapping[str, str | None]) -> str:
     out = []
+    if link:
+        out += ["[Link]", *(f"{k}={v}" for k, v in link.items()), ""]
     if values.get("network.mode") == "static":
         dns = " ".join(values["network.dns"])
         out += ["[Network]", "DHCP=no", f"Address={values['network.address']}",
                 f"Gateway={values['network.gateway']}", f"DNS={dns}", ""]
-    if hostname is not None:
-        out += ["[DHCPv4]", f"Hostname={hostname}", ""]
+    options = [f"{k}={v}" for k, v in dhcp.items() if v]
+    if options:
+        out += ["[DHCPv4]", *options, ""]
     return "# coalmine signed settings: eth0\n" + "\n".join(out) if out else ""
 
 
 def _toml(value: Any) -> str:
-    """A TOML value for the few kinds settings hold (validated before: no quoting surprises)."""
+    """A TOML value for the few kinds settings hold (a JSON string is a TOML basic string: its
+    escapes, control characters included, are TOML's)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return json.dumps(str(value), ensure_ascii=False)

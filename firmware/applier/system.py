@@ -22,6 +22,8 @@ from firmware.shared.errors import StorageError, ToolError
 
 SSH_SOCKET, SSH_SERVICE = "coalmine-ssh.socket", "coalmine-ssh.service"
 TIMEOUT = 60.0
+SYSCTL_FILE = Path("/run/sysctl.d/50-coalmine-settings.conf")
+TTL_KEY = "net.ipv4.ip_default_ttl"
 # the root oneshot that makes what a honeypot reads (from its settings) before it starts
 PREPARED_BY = {"https": "coalmine-cert@https.service", "rdp": "coalmine-cert@rdp.service"}
 
@@ -32,6 +34,7 @@ class System(Protocol):
     def restart_listener(self, name: str, enabled: bool, *, boot: bool = False) -> None: ...
     def reload_network(self) -> None: ...
     def set_hostname(self, name: str) -> None: ...
+    def set_ttl(self, ttl: int) -> None: ...
 
 
 class RealSystem:
@@ -74,6 +77,15 @@ class RealSystem:
             socket.sethostname(name)
         except OSError as exc:
             raise ToolError(f"cannot set the host name to {name!r}: {exc.strerror}") from None
+
+
+    def set_ttl(self, ttl: int) -> None:
+        """The IP TTL, through systemd-sysctl: the applier has a network namespace of its own
+        (PrivateNetwork=), and a TTL is a property of the namespace it is set in."""
+        text = f"# coalmine signed settings: the personality's IP TTL\n{TTL_KEY} = {ttl}\n"
+        write_atomic(SYSCTL_FILE, text.encode(), 0o644, dir_mode=0o755)
+        proc.run(["systemctl", "restart", "--no-block", "systemd-sysctl.service"], quiet=True,
+                 timeout=TIMEOUT)
 
 
 def write_plan(root: Path, layer: Path, new: Plan) -> None:

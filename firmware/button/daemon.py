@@ -2,8 +2,9 @@
 
 It owns the device's mode.  At start it reads the button (held at power-on) and the fresh-card
 marker, writes the mode file *before* it tells systemd it is ready, so every unit ordered after
-it sees the mode, then loops: wait for an edge (at most a quarter second), sample the line,
-feed the detector and the machine, and carry out what they decide: rewrite the mode file, send
+it sees the mode, then loops: wait for an edge (at most a quarter second), feed the detector
+the edges the kernel timed (so a press made while the loop was busy still counts), then the
+line's sampled level, feed the machine, and carry out what they decide: rewrite the mode file, send
 the event to the agent, set the LED.  Everything that touches the world (line, LED, clock, event
 sink, systemd notifier, paths) is passed in, so the tests drive the real loop with fakes.
 
@@ -96,6 +97,7 @@ class ButtonDaemon:
         self.stop = threading.Event()
         self.shown: Show | None = None
         self.flushed_at = 0.0
+        self.fed_at = 0.0  # the time of the last level the detector was fed
 
     @classmethod
     def from_config(cls, cfg: DeviceConfig, sink: FlushingSink, notify: Notify) -> ButtonDaemon:
@@ -135,8 +137,10 @@ class ButtonDaemon:
         self.line.wait_edge(self._wait(self.clock.monotonic()))
         now = self.clock.monotonic()
         actions: list[Action] = []
-        for press in self.detector.feed(now, self.line.read()):
-            actions += self.machine.on_press(now, press)
+        for timed, level in [*self.line.changes(), (now, self.line.read())]:
+            at = self.fed_at = min(max(timed, self.fed_at), now)  # in order, never ahead
+            for press in self.detector.feed(at, level):
+                actions += self.machine.on_press(at, press)
         actions += self.machine.tick(now)
         if self.mode is Mode.CONFIG:
             applying = self.paths.applying.exists()

@@ -7,6 +7,10 @@ that already rely on it.  Each library is imported lazily inside its backend: th
 one of them and the build host neither, so a missing or wrong library becomes an
 ``EnvironmentFault`` with a hint when the daemon starts, never an ImportError at import time.
 Both report the logical level (True = pressed): ``active_low`` is the backend's business.
+libgpiod also says when each edge came (the kernel's timestamp on the monotonic clock), so a
+press that begins and ends while the daemon is busy (writing the mode file, a slow card, an
+emulated CPU) still counts: ``changes`` hands those edges to the daemon, which feeds them to
+the detector at their own times before it samples the level.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from firmware.config import Button
 from firmware.shared.errors import EnvironmentFault
 
 CONSUMER = "coalmine-button"
+MAX_TIMED = 64  # edges kept between two rounds of the daemon (a chattering contact: the rest
+# is seen by the level sample)
 GPIOD_HINT = ("install libgpiod's v2 Python bindings (Debian trixie: python3-libgpiod 2.x; "
               "Debian 12's 1.6 is the old v1 API), or set [button] backend in device.toml")
 RPI_HINT = ("RPi.GPIO works on Raspberry Pi boards only (Debian: python3-rpi-lgpio); "
@@ -34,6 +40,11 @@ class Line(Protocol):
 
     def wait_edge(self, timeout: float) -> bool:
         """Block at most ``timeout`` seconds; True if an edge arrived (and was consumed)."""
+        ...
+
+    def changes(self) -> list[tuple[float, bool]]:
+        """The level changes timed since the last call, oldest first: (monotonic seconds,
+        level).  Empty for a backend that cannot time them (the daemon's sample is all)."""
         ...
 
     def close(self) -> None: ...
@@ -51,6 +62,9 @@ class NoLine:
     def wait_edge(self, timeout: float) -> bool:
         self._never.wait(timeout)
         return False
+
+    def changes(self) -> list[tuple[float, bool]]:
+        return []
 
     def close(self) -> None:
         self._never.set()
@@ -89,6 +103,8 @@ class GpiodLine:
             ) from None
         self.offset = offset
         self.active = line.Value.ACTIVE
+        self.rising = getattr(getattr(gpiod, "EdgeEvent", None), "Type", None)
+        self.timed: list[tuple[float, bool]] = []
 
     def read(self) -> bool:
         return bool(self.request.get_value(self.offset) == self.active)
@@ -96,8 +112,15 @@ class GpiodLine:
     def wait_edge(self, timeout: float) -> bool:
         if not self.request.wait_edge_events(timeout):
             return False
-        self.request.read_edge_events()  # consume them: the level is read separately
+        for event in self.request.read_edge_events():  # consumed: no busy loop
+            stamp = getattr(event, "timestamp_ns", None)
+            if self.rising is not None and isinstance(stamp, int) and len(self.timed) < MAX_TIMED:
+                self.timed.append((stamp / 1e9, event.event_type == self.rising.RISING_EDGE))
         return True
+
+    def changes(self) -> list[tuple[float, bool]]:
+        out, self.timed = self.timed, []
+        return out
 
     def close(self) -> None:
         self.request.release()
@@ -129,6 +152,9 @@ class RPiGPIOLine:
     def wait_edge(self, timeout: float) -> bool:
         ms = max(1, round(timeout * 1000))
         return self.gpio.wait_for_edge(self.pin, self.gpio.BOTH, timeout=ms) is not None
+
+    def changes(self) -> list[tuple[float, bool]]:
+        return []  # RPi.GPIO's edges carry no time
 
     def close(self) -> None:
         self.gpio.cleanup(self.pin)

@@ -14,6 +14,8 @@ settings below exist; ``validate`` reports every problem at once.  Pure: no I/O.
 | key | type | meaning |
 |---|---|---|
 | ``device.hostname`` | str | the host name the device gives itself (DHCP, its own name) |
+| ``device.personality`` | str | the kind of machine the device looks like (PERSONALITIES): |
+| | | its services, banners, names, MAC vendor, DHCP and TTL; other settings win |
 | ``services.ssh.enabled`` | bool | the SSH honeypot runs |
 | ``services.ssh.port`` | int | the port it listens on |
 | ``services.NAME.enabled`` | bool | the NAME honeypot runs (ftp, http, https, mysql, rdp, |
@@ -45,6 +47,7 @@ from nacl.exceptions import ValueError as NaclValueError
 from nacl.signing import SigningKey, VerifyKey
 
 from firmware.protocol.keys import DEVICE_ID_LEN
+from firmware.protocol.personality import PERSONALITIES
 from firmware.shared.errors import AuthenticationError, DecodeError
 
 DOMAIN = b"coalmine settings v1\x00"
@@ -67,7 +70,8 @@ _NT_HASH = re.compile(r"[0-9a-f]{32}")
 _RDN = r"((CN|O|OU|L|ST)=[!-+\--~]([ -+\--~]{0,62}[!-+\--~])?|C=[A-Za-z]{2})"
 _SUBJECT = re.compile(rf"{_RDN}(,{_RDN}){{0,7}}")
 _SHAPE: dict[str, type] = {
-    "device.hostname": str, "services.ssh.enabled": bool, "services.ssh.port": int,
+    "device.hostname": str, "device.personality": str,
+    "services.ssh.enabled": bool, "services.ssh.port": int,
     **{f"services.{name}.{key}": kind for name in SOCKET_SERVICES
        for key, kind in (("enabled", bool), ("port", int))},
     "services.portscan.enabled": bool,
@@ -117,6 +121,10 @@ def validate(values: Mapping[str, Any]) -> list[str]:
     for key in ("services.http.skin", "services.https.skin"):
         if key in values and values[key] not in HTTP_SKINS:
             problems.append(f"{key}: {values[key]!r} is not one of {', '.join(HTTP_SKINS)}")
+    personality = values.get("device.personality")
+    if personality is not None and personality not in PERSONALITIES:
+        problems.append(f"device.personality: {personality!r} is not one of "
+                        f"{', '.join(PERSONALITIES)}")
     host = values.get("device.hostname")
     if host is not None and not _HOSTNAME.fullmatch(host):
         problems.append(f"device.hostname: {host!r} is not a host name (a-z, 0-9, -)")

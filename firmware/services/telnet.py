@@ -96,11 +96,12 @@ class _TelnetSession(Session):
         return text
 
     def greet(self) -> None:
-        self.send(b"\r\n" + self.service.greeting.encode() + b"\r\n\r\n")
+        banner = self.service.greeting.replace("\n", "\r\n")
+        self.send(b"\r\n" + banner.encode() + b"\r\n\r\n")
         self.prompt()
 
     def prompt(self) -> None:
-        self.send(b"login: ")
+        self.send((self.service.settings.prompt or "login: ").encode())
 
     def line(self, line: bytes) -> None:
         if self.user is None:

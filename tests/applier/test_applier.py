@@ -57,6 +57,9 @@ class FakeSystem:
     def set_hostname(self, name: str) -> None:
         self.calls.append(f"hostname {name}")
 
+    def set_ttl(self, ttl: int) -> None:
+        self.calls.append(f"ttl {ttl}")
+
 
 class Events:
     def __init__(self) -> None:
@@ -369,3 +372,32 @@ def test_service_settings_are_validated_before_anything_is_signed() -> None:
         "services.smb: honey_user and honey_nt_hash go together",
         "services.http.skin: 'x' is not one of nas, router, basic"}
     assert not signed.validate(HONEY)
+
+
+def test_a_personality_is_applied_whole_and_explicit_settings_win(rig: Rig) -> None:
+    """windows-file-server: SMB and RDP on, SSH off, Windows' TTL and DHCP vendor class, a Dell
+    MAC address from the device id; the operator's own host name and SMB port win over the
+    personality's.  Back to no personality: Linux's TTL and the image's services again."""
+    assert signed.validate({"device.personality": "amiga"}) == [
+        "device.personality: 'amiga' is not one of windows-file-server, synology-nas, "
+        "cisco-router"]
+    values = {"device.personality": "windows-file-server", "device.hostname": "fs-lon-02",
+              "services.smb.port": 4450}
+    rig.hand_off(values, 1)
+    rig.applier.poll()
+    assert rig.system.calls == ["daemon-reload", "ssh stop", "rdp start", "smb start",
+                                "networkctl reload", "hostname fs-lon-02", "ttl 128"]
+    network = rig.file(NETWORK_DROPIN) or ""
+    mac = plan(values, DEVICE_ID).files[NETWORK_DROPIN].split("MACAddress=")[1].split()[0]
+    assert f"[Link]\nMACAddress={mac}\n" in network and mac.startswith("d8:9e:f3:")
+    assert mac != plan(values, bytes(16)).files[NETWORK_DROPIN].split("MACAddress=")[1][:17]
+    assert "Hostname=fs-lon-02\nVendorClassIdentifier=MSFT 5.0\n" in network
+    layered = load([rig.cfg.settings_layer])
+    assert layered.smb.port == 4450 and layered.smb.server_name == "FS01"
+    assert layered.listeners["rdp"].enabled and not layered.ssh.enabled
+    rig.system.calls.clear()
+    rig.hand_off({"device.hostname": "fs-lon-02"}, 2)
+    rig.applier.poll()
+    assert rig.system.calls == ["daemon-reload", "ssh start", "rdp stop", "smb stop",
+                                "networkctl reload", "ttl 64"]
+    assert "MACAddress" not in (rig.file(NETWORK_DROPIN) or "")

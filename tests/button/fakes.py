@@ -32,12 +32,15 @@ class SimulatedLine:
     def __init__(self, clock: FakeClock, *, held: bool = False) -> None:
         self.clock = clock
         self.level = held
-        self.changes: list[tuple[float, bool]] = []
+        self.script: list[tuple[float, bool]] = []
         self.closed = False
         self.waits = 0
+        self.timed = True  # False: a backend that cannot time edges (RPi.GPIO)
+        self.busy = False  # True: waits sleep their whole timeout, as a loop held up elsewhere
+        self.applied: list[tuple[float, bool]] = []
 
     def at(self, seconds: float, pressed: bool) -> SimulatedLine:
-        self.changes = sorted([*self.changes, (T0 + seconds, pressed)])
+        self.script = sorted([*self.script, (T0 + seconds, pressed)])
         return self
 
     def press(self, at: float, hold: float) -> SimulatedLine:
@@ -55,21 +58,28 @@ class SimulatedLine:
 
     def wait_edge(self, timeout: float) -> bool:
         self._apply()
-        due = self.changes[0][0] if self.changes else None
+        due = self.script[0][0] if self.script else None
         self.waits += 1
-        if due is not None and due <= self.clock.now + timeout:
+        if due is not None and due <= self.clock.now + timeout and not self.busy:
             self.clock.now = max(self.clock.now, due)
             self._apply()
             return True
         self.clock.now += timeout
+        self._apply()  # what came while the loop was busy: the kernel timed it
         return False
+
+    def changes(self) -> list[tuple[float, bool]]:
+        out, self.applied = self.applied, []
+        return out if self.timed else []
 
     def close(self) -> None:
         self.closed = True
 
     def _apply(self) -> None:
-        while self.changes and self.changes[0][0] <= self.clock.now:
-            self.level = self.changes.pop(0)[1]
+        while self.script and self.script[0][0] <= self.clock.now:
+            change = self.script.pop(0)
+            self.level = change[1]
+            self.applied.append(change)
 
 
 class MemorySink:

@@ -155,6 +155,26 @@ def test_bounces_change_nothing(tmp_path):
     assert r.sink.events == [] and r.mode() == "production\n"
 
 
+@pytest.mark.parametrize("timed", [True, False])
+def test_a_press_made_while_the_loop_is_busy_counts_when_the_kernel_timed_it(tmp_path, timed):
+    """The loop is held up (a slow card, an emulated CPU) for longer than a whole short press:
+    the level it samples afterwards is released again.  libgpiod's timed edges still give the
+    press; a backend without them (RPi.GPIO) loses it, as every level-sampling daemon would."""
+    r = rig(tmp_path)
+    r.line.timed = timed
+    r.line.press(at=1.0, hold=3.5).press(at=20.1, hold=0.12)
+    r.daemon.start()
+    r.run_to(10.0)
+    assert r.mode() == "config\n"
+    r.line.busy = True
+    r.run_to(20.0)
+    r.daemon.step()  # one round that sleeps through the whole press (20.1 s to 20.22 s)
+    r.line.busy = False
+    assert r.clock.now >= T0 + 20.25
+    r.run_to(25.0)
+    assert (r.mode() == "production\n") is timed, r.codes()
+
+
 def test_config_mode_times_out(tmp_path):
     r = rig(tmp_path, config_timeout=60.0)
     r.line.press(at=1.0, hold=3.5)

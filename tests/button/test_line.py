@@ -62,7 +62,9 @@ def install_gpiod_v2(monkeypatch: pytest.MonkeyPatch, error: OSError | None = No
         return request
 
     gpiod = types.ModuleType("gpiod")
-    vars(gpiod).update(LineSettings=lambda **kw: kw, request_lines=request_lines, line=line)
+    edge_event = types.SimpleNamespace(Type=enum.Enum("Type", "RISING_EDGE FALLING_EDGE"))
+    vars(gpiod).update(LineSettings=lambda **kw: kw, request_lines=request_lines, line=line,
+                       EdgeEvent=edge_event)
     monkeypatch.setitem(sys.modules, "gpiod", gpiod)
     monkeypatch.setitem(sys.modules, "gpiod.line", line)
     return requests
@@ -102,6 +104,12 @@ def test_gpiod_requests_one_input_line_with_both_edges_bias_and_debounce(monkeyp
     assert line.wait_edge(0.25) is False and req.timeouts == [0.25]
     req.pending = ["rising", "falling"]
     assert line.wait_edge(0.25) is True and req.pending == []  # consumed: no busy loop
+    assert line.changes() == []  # events without a time: only the sampled level counts
+    kind = sys.modules["gpiod"].EdgeEvent.Type
+    req.pending = [types.SimpleNamespace(event_type=kind.RISING_EDGE, timestamp_ns=5_000_000_000),
+                   types.SimpleNamespace(event_type=kind.FALLING_EDGE, timestamp_ns=5_120_000_000)]
+    assert line.wait_edge(0.25) is True
+    assert line.changes() == [(5.0, True), (5.12, False)] and line.changes() == []
     line.close()
     assert req.released
 
