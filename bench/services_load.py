@@ -2,17 +2,19 @@
 
 Everything runs as the lab starts it (scripts/lab.py: console + unbound + the device runtime on
 loopback, each service its own ``python3 -m firmware.services NAME`` process, the default
-``[limits]``): the agent, the SSH honeypot, ftp, http, telnet, redis and smb, and the port-scan
-detector when this machine lets it open a packet socket on ``lo`` (root; it is started like
-tests/e2e/test_portscan.py starts it, with a config layer enabling it).  A service that
-``firmware.services.base.discover()`` does not have (https) is named and skipped.
+``[limits]``): the agent, the SSH honeypot, ftp, http, https, telnet, redis, mysql, vnc, rdp
+and smb, and the port-scan detector when this machine lets it open a packet socket on ``lo``
+(root; it is started like tests/e2e/test_portscan.py starts it, with a config layer enabling
+it): eleven services.  A service that ``firmware.services.base.discover()`` does not have is
+named and skipped.
 
 1. Memory: VmRSS and VmHWM (/proc/PID/status) of every device process, and its Pss
    (/proc/PID/smaps_rollup: shared pages divided among the processes sharing them, so the Pss
    sum is what the runtime really holds; the VmRSS sum counts the shared interpreter pages once
    per process).  Measured once the processes have started, and again after each service has
-   served one honest connection (OpenSSH + sshpass, smbclient with the honey credential, curl,
-   redis-cli; a socket exchange for ftp and telnet; one SYN to a closed port for the detector)
+   served one honest connection (OpenSSH + sshpass, smbclient with the honey credential, curl
+   over HTTP and HTTPS, redis-cli, mariadb, FreeRDP's NLA login; a socket exchange for ftp,
+   telnet and VNC; one SYN to a closed port for the detector)
    and its event has reached the console.  Beside them: the figures the issue quotes and, as
    the machine reference, the peak RSS of a bare ``python3 -c pass`` of the same interpreter
    (best of 3); the "x bare" column is each figure divided by it.
@@ -76,8 +78,8 @@ ISSUE_SSH_MB, ISSUE_AGENT_MB = 43, 31
 OPENCANARY_MB, OPENCANARY_SERVICES = 67, 10
 GOAL_MB, GOAL_SERVICES = 100, 10
 
-LISTENERS = ("ftp", "http", "telnet", "redis", "smb")
-WANTED = ("ssh", *LISTENERS, "https", "portscan")  # the services this benchmark looks for
+LISTENERS = ("ftp", "http", "https", "telnet", "redis", "mysql", "vnc", "rdp", "smb")
+WANTED = ("ssh", *LISTENERS, "portscan")  # the services this benchmark looks for
 HONEY_USER, HONEY_PASSWORD = "bench_honey", "Bench-Honey-1"
 HONEY_NT_HASH = "8a6433a4527f4dc9a822222b1b60a5fa"  # MD4(UTF-16LE(HONEY_PASSWORD))
 SSH_CLIENT_VERSION = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"
@@ -166,6 +168,19 @@ def telnet_login(port: int, user: str) -> None:
         expect(s, b"Login incorrect")
 
 
+def vnc_login(port: int) -> None:
+    """RFB 3.8 up to the refused answer (any 16 bytes: the password does not matter here)."""
+    with socket.create_connection((HOST, port), timeout=10) as s:
+        expect(s, b"\n")
+        s.sendall(b"RFB 003.008\n")
+        expect(s, b"\x02")
+        s.sendall(b"\x02")
+        s.settimeout(10)
+        s.recv(16, socket.MSG_WAITALL)
+        s.sendall(bytes(16))
+        expect(s, b"failed")
+
+
 def smbclient(port: int, user: str, password: str, commands: str = "ls"
               ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([shutil.which("smbclient") or "smbclient", f"//{HOST}/Documents",
@@ -208,11 +223,24 @@ def serve_one(lab: Lab, name: str) -> Match:
     if name == "telnet":
         telnet_login(port, user)
         return lambda e: e["logtype"] == 6001 and e["logdata"].get("USERNAME") == user
-    if name == "http":
-        subprocess.run(["curl", "-sS", "-o", "/dev/null", "-d",
-                        f"username={user}&password=http-pw", f"http://{HOST}:{port}/login"],
+    if name in ("http", "https"):
+        subprocess.run(["curl", "-sSk", "-o", "/dev/null", "-d",
+                        f"username={user}&password=http-pw", f"{name}://{HOST}:{port}/login"],
                        capture_output=True, timeout=30, check=False)
         return lambda e: e["logtype"] == 3001 and e["logdata"].get("USERNAME") == user
+    if name == "mysql":
+        subprocess.run(["mariadb", "-h", HOST, "-P", str(port), "-u", user, "-pdb-pw",
+                        "--connect-timeout=10", "-e", "SELECT 1"],
+                       capture_output=True, timeout=30, check=False)
+        return lambda e: e["logtype"] == 8001 and e["logdata"].get("USERNAME") == user
+    if name == "vnc":
+        vnc_login(port)
+        return lambda e: e["logtype"] == 12001
+    if name == "rdp":
+        subprocess.run(["xvfb-run", "-a", "xfreerdp", "/auth-only", "/cert:ignore",
+                        f"/v:{HOST}:{port}", f"/u:{user}", "/p:rdp-pw"],
+                       capture_output=True, timeout=60, check=False)
+        return lambda e: e["logtype"] == 14001 and e["logdata"].get("USER") == user
     if name == "redis":
         subprocess.run(["redis-cli", "-h", HOST, "-p", str(port), "--no-auth-warning", "-a",
                         "redis-pw", "KEYS", "*"], capture_output=True, timeout=30, check=False)

@@ -206,22 +206,27 @@ def test_a_client_that_never_reads_is_not_read_and_its_replies_stay_bounded(star
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stuck.connect(("127.0.0.1", r.port))
     stuck.setblocking(False)
-    sent = 0
+    sent, cut = 0, False
     deadline = time.monotonic() + 1.5
     while time.monotonic() < deadline:  # push as much as the server will take, read nothing
         try:
             sent += stuck.send(b"z" * 65536)
         except BlockingIOError:
             time.sleep(0.01)
+        except (ConnectionResetError, BrokenPipeError):
+            # one read of up to 256 KiB echoed at once can pass MAX_UNSENT: the guard cuts
+            cut = True
+            break
     unsent = [g.transport.get_write_buffer_size() for g in r.service.guards.values()
               if g.transport is not None]
-    assert unsent and max(unsent) <= MAX_UNSENT, unsent
+    assert cut or (unsent and max(unsent) <= MAX_UNSENT), unsent
     assert sent < 32 << 20, "the server stopped reading from a client that does not read"
     with connect(r.port) as other:  # everyone else is still served
         other.sendall(b"ping")
         assert other.recv(10) == b"ping"
-    stuck.setblocking(True)
-    assert closed_within(stuck, 6) < 6  # and the stuck one ends at the time limit
+    if not cut:
+        stuck.setblocking(True)
+        assert closed_within(stuck, 6) < 6  # and the stuck one ends at the time limit
     stuck.close()
 
 
