@@ -23,6 +23,9 @@ from firmware.shared.errors import EnvironmentFault
 from scripts.image import qemu
 from scripts.lab import Lab, device_toml, free_port
 
+PULSE = 0.1  # seconds QEMU's gpio-key holds the line after each system_powerdown
+RELEASED = 0.9  # seconds a press() leaves the button up before it returns
+
 
 @dataclass
 class Guest:
@@ -61,14 +64,18 @@ class Guest:
 
     def press(self, seconds: float) -> None:
         """Hold the board's button for ``seconds``: QEMU's power button is wired to GPIO line 3,
-        each ``system_powerdown`` raises it for 100 ms, so repeating it every 50 ms holds it."""
+        each ``system_powerdown`` raises it for 100 ms, so repeating it every 50 ms holds it.
+        Returns once the button has been let go for ``RELEASED`` seconds: a press begun
+        sooner would only re-arm the last pulse, and two presses would be one long one (the
+        guest also needs the low level to outlast its debounce, in the kernel and the daemon)."""
         with self.machine() as execute:
             end = time.monotonic() + seconds
             while True:
                 execute("system_powerdown")
                 if time.monotonic() >= end:
-                    return
+                    break
                 time.sleep(0.05)
+        time.sleep(PULSE + RELEASED)
 
     def card_writes(self, stalled: bool) -> None:
         """Make the card stop completing writes (one byte a second: a hung SD card) or heal it;
