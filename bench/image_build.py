@@ -25,6 +25,7 @@ import tempfile
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import tomli_w
@@ -62,9 +63,10 @@ def timed_build(board: str, out: Path, env: dict[str, str], *extra: str) -> tupl
     return (time.monotonic() - start) / 60, ref.py_us
 
 
-def shipped_provisioning(lab: Lab, node: str, heartbeat: float) -> str:
+def shipped_provisioning(lab: Lab, node: str, heartbeat: float,
+                         limits: dict[str, Any] | None = None) -> str:
     """armed.provisioning without the lab's max_backoff override: the agent's shipped default."""
-    doc = tomllib.loads(LAB_PROVISIONING(lab, node, heartbeat))
+    doc = tomllib.loads(LAB_PROVISIONING(lab, node, heartbeat, limits))
     doc["console"].pop("max_backoff", None)
     return tomli_w.dumps(doc)
 

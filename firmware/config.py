@@ -36,6 +36,7 @@ class Limits:
     flood_burst: int = 5  # events of one source, code and port sent as they are per window
     flood_window: float = 60.0  # seconds; then the rest of the window is sent as one count
     flood_sources: int = 1024  # groups tracked at once (a full table reports counts early)
+    memory_report: float = 3600.0  # seconds between memory reports (1115); OOM kills at once
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,8 @@ def write_unbound_conf(path: Path, *, port: int, console_port: int, zone: str = 
 
 def device_toml(lab: Lab, *, node: str, resolver: str, heartbeat: float,
                 device: dict[str, Any] | None = None, ssh: dict[str, Any] | None = None,
-                enrolled: bool = True, listeners: dict[str, dict[str, Any]] | None = None
-                ) -> str:
+                enrolled: bool = True, listeners: dict[str, dict[str, Any]] | None = None,
+                limits: dict[str, Any] | None = None) -> str:
     """The one writer of device settings for a device that talks to ``lab`` (lab and QEMU).
 
     ``enrolled``: the lab enrolls the device's key by hand (``console enroll``); False makes
@@ -82,6 +82,8 @@ def device_toml(lab: Lab, *, node: str, resolver: str, heartbeat: float,
     services = {**({"ssh": ssh} if ssh else {}), **(listeners or {})}
     if services:
         doc["services"] = services
+    if limits:
+        doc["limits"] = limits
     return tomli_w.dumps(doc)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from firmware.agent import listeners
 from firmware.agent.beacon import Beacon, Link
 from firmware.agent.flood import FloodControl
+from firmware.agent.memory import MemoryWatch
 from firmware.agent.pairing import Pairer
 from firmware.agent.queue import EventQueue
 from firmware.agent.settings import SettingsFetcher
@@ -59,7 +60,7 @@ MAX_REASONS = 32  # distinct refusal reasons counted by name; the rest under "ot
 
 class Agent:
     EMITS = frozenset({EventCode.BOOT, EventCode.LISTENERS, EventCode.NETWORK_INTERFACES,
-                       EventCode.EVENTS_DROPPED,
+                       EventCode.EVENTS_DROPPED, EventCode.MEMORY,
                        EventCode.AGENT_RESTARTED})
 
     def __init__(self, cfg: DeviceConfig, transport: Transport | None = None,
@@ -90,6 +91,7 @@ class Agent:
         self.store_failed = 0
         self.listening: dict[str, str] | None = None
         self.interfaces: dict[str, str] | None = None
+        self.memory = MemoryWatch(cfg.limits.memory_report)
         self.receiver: threading.Thread | None = None
 
     def _beacon(self) -> Beacon:
@@ -212,7 +214,9 @@ class Agent:
                     continue
                 if time.monotonic() >= next_check:
                     self.check_listeners()
-                    next_check = time.monotonic() + LISTENER_CHECK
+                    self.check_memory()
+                    next_check = time.monotonic() + min(LISTENER_CHECK,
+                                                        self.cfg.limits.memory_report)
                 if time.monotonic() >= next_beat:
                     self.send_heartbeat()
                     next_beat = time.monotonic() + self.heartbeat_interval()
@@ -318,6 +322,15 @@ class Agent:
         if interfaces != self.interfaces:
             self.interfaces = interfaces
             self.put_own(Event(EventCode.NETWORK_INTERFACES, time.time(), data=interfaces))
+
+    def check_memory(self) -> None:
+        """Report what each coalmine unit holds when it is due (firmware.agent.memory)."""
+        data = self.memory.check(time.monotonic())
+        if data is not None:
+            if data["OOM_KILLS"]:
+                log.warning("memory: %s process(es) killed at their unit's limit (%s)",
+                            data["OOM_KILLS"], data["UNITS"])
+            self.put_own(Event(EventCode.MEMORY, time.time(), data=data))
 
     # -- the whole agent -------------------------------------------------------------------------
 

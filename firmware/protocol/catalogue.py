@@ -35,6 +35,7 @@ class EventCode(enum.IntEnum):
     SETTINGS_NOT_APPLIED = 1112  # settings applier: refused, or applied and rolled back
     AGENT_RESTARTED = 1113  # agent: systemd restarted it (watchdog, crash): why its last run ended
     EVENTS_AGGREGATED = 1114  # agent: events of one source held back by flood control, counted
+    MEMORY = 1115  # agent: the memory each coalmine unit holds (start, hourly, OOM kills)
     DEVICE_OFFLINE = 1200  # console: no heartbeat for three of the device's intervals
     DEVICE_ONLINE = 1201  # console: heartbeats again after DEVICE_OFFLINE
     DEVICE_STALLED = 1202  # console: the device's queue is not draining
@@ -83,6 +84,8 @@ DESCRIPTIONS: dict[EventCode, str] = {
     EventCode.SETTINGS_APPLIED: "device settings changed",
     EventCode.SETTINGS_NOT_APPLIED: "device settings not applied (refused or rolled back)",
     EventCode.EVENTS_AGGREGATED: "more events of the same kind from the same source (counted)",
+    EventCode.MEMORY: "device memory: what each coalmine unit holds (OOM_KILLS: processes "
+                      "killed at their memory limit)",
     EventCode.AGENT_RESTARTED: "device agent restarted after a hang or a crash: events it "
                                "held in memory may be lost",
     EventCode.DEVICE_OFFLINE: "device offline: heartbeats stopped",

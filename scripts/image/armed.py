@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from firmware.shared.errors import EnvironmentFault
 from scripts.image import qemu
@@ -123,26 +124,27 @@ class Guest:
                 self.proc.wait()
 
 
-def provisioning(lab: Lab, node: str, heartbeat: float) -> str:
+def provisioning(lab: Lab, node: str, heartbeat: float,
+                 limits: dict[str, Any] | None = None) -> str:
     """coalmine.toml for a guest that talks to ``lab`` through QEMU's user network; it pairs
     over DNS in config mode, which a fresh card's first boot enters by itself."""
     return device_toml(lab, node=node, resolver=f"10.0.2.2:{lab.resolver_port}",
-                       heartbeat=heartbeat, enrolled=False)
+                       heartbeat=heartbeat, enrolled=False, limits=limits)
 
 
 def boot(lab: Lab, src: Path, work: Path, *, node: str = "qemu-device",
          heartbeat: float = 5.0, card_extra: int = 64 << 20,
-         guest_ports: tuple[int, ...] = ()) -> Guest:
+         guest_ports: tuple[int, ...] = (), limits: dict[str, Any] | None = None) -> Guest:
     """Provision a working copy of the image and start QEMU; SSH lands on lab.ssh_port, each
     of ``guest_ports`` on the host port ``Guest.forwards`` names.
 
     The guest has a second network adapter (eth1) that it must keep down and report.
 
     ``card_extra`` bytes are added to the disk, like a card larger than the image, so first
-    boot has to grow the data partition.
+    boot has to grow the data partition.  ``limits``: a ``[limits]`` table for coalmine.toml.
     """
     toml = work / "coalmine.toml"
-    toml.write_text(provisioning(lab, node, heartbeat))
+    toml.write_text(provisioning(lab, node, heartbeat, limits))
     img = qemu.working_copy(src, work / "disk.img", toml)
     with img.open("r+b") as f:
         f.truncate(img.stat().st_size + card_extra)

@@ -33,6 +33,7 @@ BOOT_TIMEOUT = 600  # TCG on a loaded 2-core CI machine; typical is ~2 minutes t
 MOVED_SSH_PORT = 2222  # where signed settings move the SSH honeypot (forwarded from the host)
 SMB_PORT, FTP_PORT, RDP_PORT = 445, 21, 3389  # honeypots off in the image that settings turn on
 HONEY_USER, HONEY_PASSWORD = "svc_scan", "Copier-Tray-7"
+MEMORY_REPORT = 20.0  # seconds between the agent's memory reports (1115; shipped: 3600)
 HONEY_NT_HASH = MD4.new(HONEY_PASSWORD.encode("utf-16-le")).hexdigest()
 
 
@@ -52,7 +53,8 @@ def booted(qemu_out: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     (work / "lab").mkdir()
     with Lab(work / "lab", with_device=False) as lab:
         guest = armed.boot(lab, qemu_out, work,
-                           guest_ports=(MOVED_SSH_PORT, SMB_PORT, FTP_PORT, RDP_PORT))
+                           guest_ports=(MOVED_SSH_PORT, SMB_PORT, FTP_PORT, RDP_PORT),
+                           limits={"memory_report": MEMORY_REPORT})
         try:
             code = armed.arm(lab, guest, timeout=BOOT_TIMEOUT)
             print(f"\nqemu: start -> pairing code {guest.code_seen - guest.started:.1f}s, "
@@ -257,6 +259,32 @@ def turned_on_services_answer(lab: Lab, guest: armed.Guest, ftp_user: str) -> No
     rdp = lab.wait_event(lambda e: e["logtype"] == 14001 and e["logdata"].get("USER") == ftp_user,
                          timeout=120)
     assert rdp["dst_port"] == RDP_PORT and rdp["logdata"]["NTLMV2_RESPONSE"]
+
+
+def test_the_device_reports_what_each_of_its_units_holds(booted: Booted) -> None:
+    """1115 MEMORY: the sandboxed agent reads the image's cgroup v2 tree (read-only under
+    ProtectControlGroups=) and lists every running coalmine unit; after the settings test the
+    honeypots it turned on and connected to run too, each in its own unit."""
+    lab = booted.lab
+    wanted = {"agent", "button"}
+    if any(e["logtype"] == 1111 for e in lab.events()):  # the settings test ran before
+        wanted |= {"listener@smb", "listener@ftp", "listener@rdp"}
+
+    def listed(e: dict[str, Any]) -> bool:
+        return e["logtype"] == 1115 and wanted <= set(units(e))
+
+    report = lab.wait_event(listed, timeout=6 * MEMORY_REPORT + 120)["logdata"]
+    held = units({"logdata": report})
+    assert all(kib > 0 for kib in held.values()), report
+    assert held["agent"] >= 4096, "the agent's interpreter alone is more than 4 MiB"
+    assert sum(held.values()) <= report["RESIDENT_KB"] <= sum(held.values()) + len(held), report
+    assert report["CHARGED_KB"] > 0 and report["OOM_KILLS"] == 0, report
+
+
+def units(event: dict[str, Any]) -> dict[str, int]:
+    """The UNITS of a 1115 event: unit name -> resident KiB."""
+    pairs = (item.partition("=") for item in str(event["logdata"].get("UNITS", "")).split())
+    return {name: int(kib) for name, _, kib in pairs if kib.isdigit()}
 
 
 def test_a_network_change_that_cuts_the_device_off_is_rolled_back(booted: Booted) -> None:
