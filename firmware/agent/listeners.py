@@ -12,8 +12,11 @@ adapter someone plugged in) is kept down by systemd-networkd and shows up here.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from pathlib import Path
+
+from firmware.shared.readfile import read_bounded
 
 TCP_LISTEN = "0A"
 TABLES = {"tcp": "TCP", "tcp6": "TCP", "udp": "UDP", "udp6": "UDP"}
@@ -21,6 +24,7 @@ PROC_NET = Path("/proc/self/net")
 SYS_NET = Path("/sys/class/net")
 IFF_UP = 0x1
 MAX_INTERFACES = 32
+MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
 def parse_table(text: str, proto: str) -> set[int]:
@@ -77,17 +81,22 @@ def read_listeners(proc_net: Path = PROC_NET) -> dict[str, str]:
 
 
 def read_interfaces(sys_net: Path = SYS_NET) -> dict[str, str]:
-    """{"NAMES": "eth0 eth1", "UP": "eth0"}: the interfaces but loopback, and those up."""
+    """{"NAMES": "eth0 eth1", "UP": "eth0", "MAC": "eth0=70:10:5c:.. eth1=.."}: the
+    interfaces but loopback, those up, and their hardware addresses (what the LAN sees: a
+    personality's vendor prefix, or a USB adapter's own)."""
     try:
         names = sorted(p.name for p in sys_net.iterdir() if p.name != "lo")[:MAX_INTERFACES]
     except OSError:
         names = []
-    up = []
+    up, macs = [], []
     for name in names:
+        mac = read_bounded(sys_net / name / "address", 64).decode("ascii", "replace").strip()
+        if MAC.fullmatch(mac):
+            macs.append(f"{name}={mac}")
         try:
             flags = int((sys_net / name / "flags").read_text().strip(), 16)
         except (OSError, ValueError):
             continue
         if flags & IFF_UP:
             up.append(name)
-    return {"NAMES": " ".join(names), "UP": " ".join(up)}
+    return {"NAMES": " ".join(names), "UP": " ".join(up), "MAC": " ".join(macs)}

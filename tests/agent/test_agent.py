@@ -570,11 +570,15 @@ def test_listeners_are_reported_at_start(tmp_path, console):
 def test_a_second_interface_is_reported_with_which_are_up(tmp_path):
     from firmware.agent.listeners import read_interfaces
     net = tmp_path / "net"
-    for name, flags in (("lo", "0x9"), ("eth0", "0x1003"), ("eth1", "0x1002")):
+    for name, flags, mac in (("lo", "0x9", "00:00:00:00:00:00"),
+                             ("eth0", "0x1003", "70:10:5c:0a:0b:0c"),
+                             ("eth1", "0x1002", "<b>junk</b>")):
         (net / name).mkdir(parents=True)
         (net / name / "flags").write_text(flags + "\n")
-    assert read_interfaces(net) == {"NAMES": "eth0 eth1", "UP": "eth0"}
-    assert read_interfaces(tmp_path / "missing") == {"NAMES": "", "UP": ""}
+        (net / name / "address").write_text(mac + "\n")
+    assert read_interfaces(net) == {"NAMES": "eth0 eth1", "UP": "eth0",
+                                    "MAC": "eth0=70:10:5c:0a:0b:0c"}
+    assert read_interfaces(tmp_path / "missing") == {"NAMES": "", "UP": "", "MAC": ""}
 
 
 def test_full_disk_is_reported_as_a_full_disk(tmp_path):

@@ -14,6 +14,7 @@ console must show a clean boot into the device's own target, and the device must
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -166,7 +167,11 @@ def test_device_listens_only_where_a_honeypot_listens(booted: Booted) -> None:
 def test_one_network_only_a_second_adapter_stays_down_and_is_reported(booted: Booted) -> None:
     lab = booted.lab
     report = lab.wait_event(lambda e: e["logtype"] == 1108, timeout=120)
-    assert report["logdata"] == {"NAMES": "eth0 eth1", "UP": "eth0"}, report
+    assert {k: report["logdata"][k] for k in ("NAMES", "UP")} == {"NAMES": "eth0 eth1",
+                                                                 "UP": "eth0"}, report
+    macs = dict(m.split("=") for m in report["logdata"]["MAC"].split())
+    assert sorted(macs) == ["eth0", "eth1"], report
+    assert all(m.startswith("52:54:00:") for m in macs.values()), "QEMU's own addresses"
 
 
 def test_first_boot_provisioned_and_no_login_prompt(booted: Booted) -> None:
@@ -354,3 +359,43 @@ def test_a_hung_agent_is_restarted_by_its_watchdog_and_says_so(booted: Booted) -
     beats = lab.console("devices")
     lab.wait_for(lambda: lab.console("devices") != beats, 120, "heartbeats after the restart",
                  poll=2)
+
+
+def test_a_personality_makes_the_box_look_like_a_cisco_router(booted: Booted) -> None:
+    """device.personality in the signed settings, applied in config mode as an operator does
+    it: the LAN sees a Cisco vendor prefix on eth0 (the applier's networkd drop-in, MACAddress=
+    from the device id), and the SSH honeypot, still on its moved port (explicit settings win),
+    greets as Cisco's SSH.  The rolled-back static network of the test above is unset."""
+    lab, guest = booted.lab, booted.guest
+    if not in_config_mode(lab):
+        guest.press(3.6)
+        lab.wait_for(lambda: in_config_mode(lab), 60, "config mode entered")
+    before = lab.events()
+    lab.console("settings", "--name", "qemu-device", "--set", 'device.personality="cisco-router"',
+                *(a for key in ("network.mode", "network.address", "network.gateway",
+                                "network.dns") for a in ("--unset", key)))
+    applied = lab.wait_event(lambda e: e["logtype"] == 1111 and e not in before, timeout=420)
+    assert "device.personality" in applied["logdata"]["CHANGED"].split(), applied
+    guest.press(0.3)
+    lab.wait_for(lambda: in_config_mode(lab) is False, 60, "config mode left")
+    seen = lab.wait_event(lambda e: e["logtype"] == 1108 and e not in before, timeout=180)
+    macs = dict(m.split("=") for m in seen["logdata"]["MAC"].split())
+    assert macs["eth0"].startswith("70:10:5c:"), seen  # Cisco Systems
+    assert macs["eth1"].startswith("52:54:00:"), "only the device's own interface changes"
+    assert ssh_banner(guest.forwards[MOVED_SSH_PORT]).startswith(b"SSH-2.0-Cisco-1.25")
+
+
+def ssh_banner(port: int) -> bytes:
+    """The first line the SSH honeypot sends through QEMU's forward (retried while QEMU's
+    forward accepts before the guest's socket unit listens again)."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                line = s.makefile("rb").readline(256)
+            if line:
+                return line
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"no SSH banner on port {port}"
+        time.sleep(2)
