@@ -11,8 +11,11 @@ adapter someone plugged in) is kept down by systemd-networkd and shows up here.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import re
+import socket
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,6 +27,7 @@ PROC_NET = Path("/proc/self/net")
 SYS_NET = Path("/sys/class/net")
 IFF_UP = 0x1
 MAX_INTERFACES = 32
+SIOCGIFADDR = 0x8915
 MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
@@ -81,22 +85,39 @@ def read_listeners(proc_net: Path = PROC_NET) -> dict[str, str]:
 
 
 def read_interfaces(sys_net: Path = SYS_NET) -> dict[str, str]:
-    """{"NAMES": "eth0 eth1", "UP": "eth0", "MAC": "eth0=70:10:5c:.. eth1=.."}: the
-    interfaces but loopback, those up, and their hardware addresses (what the LAN sees: a
-    personality's vendor prefix, or a USB adapter's own)."""
+    """{"NAMES": "eth0 eth1", "UP": "eth0", "MAC": "eth0=70:10:5c:.. eth1=..", "IPV4":
+    "eth0=192.0.2.7"}: the interfaces but loopback, those up, their hardware addresses (what
+    the LAN sees: a personality's vendor prefix, or a USB adapter's own) and IPv4 addresses
+    (of this machine's interfaces: only when ``sys_net`` is the real one)."""
     try:
         names = sorted(p.name for p in sys_net.iterdir() if p.name != "lo")[:MAX_INTERFACES]
     except OSError:
         names = []
-    up, macs = [], []
+    up, macs, ipv4 = [], [], []
     for name in names:
         mac = read_bounded(sys_net / name / "address", 64).decode("ascii", "replace").strip()
         if MAC.fullmatch(mac):
             macs.append(f"{name}={mac}")
+        address = ipv4_address(name) if sys_net == SYS_NET else None
+        if address:
+            ipv4.append(f"{name}={address}")
         try:
             flags = int((sys_net / name / "flags").read_text().strip(), 16)
         except (OSError, ValueError):
             continue
         if flags & IFF_UP:
             up.append(name)
-    return {"NAMES": " ".join(names), "UP": " ".join(up), "MAC": " ".join(macs)}
+    return {"NAMES": " ".join(names), "UP": " ".join(up), "MAC": " ".join(macs),
+            "IPV4": " ".join(ipv4)}
+
+
+def ipv4_address(name: str) -> str | None:
+    """The interface's IPv4 address (SIOCGIFADDR), None when it has none: a new MAC address
+    usually means a new DHCP lease, and the operator must know where the canary now is."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            packed = fcntl.ioctl(s.fileno(), SIOCGIFADDR,
+                                 struct.pack("256s", name.encode("ascii", "replace")[:15]))
+    except OSError:
+        return None
+    return socket.inet_ntoa(packed[20:24])

@@ -207,11 +207,10 @@ class Applier:
         write_plan(self.runtime_root, self.cfg.settings_layer, new)
         changed = new.changed(old)
         restart = new.restart(old)
-        ssh = {p for p in changed if p.startswith("system/coalmine-ssh")}
         if any(p.startswith("system/") for p in changed):
             self.system.daemon_reload()
-            if running and ssh:
-                self.system.restart_ssh(new.ssh_enabled)
+        if running and new.ssh_restart(old):
+            self.system.restart_ssh(new.ssh_enabled)
         for name in sorted(restart):
             self.system.restart_listener(name, name in new.services, boot=not running)
         if running and any(p.startswith("network/") for p in changed):

@@ -62,6 +62,12 @@ class Plan:
                     self.files.get(socket_dropin(name)) != other.files.get(socket_dropin(name))
                     or _table(self.layer, name) != _table(other.layer, name)))}
 
+    def ssh_restart(self, other: Plan) -> bool:
+        """The SSH honeypot must restart going from ``other``: its units, its socket's port or
+        what it reads of its settings (a personality's version string) changed."""
+        return (any(p.startswith("system/coalmine-ssh") for p in self.changed(other))
+                or _table(self.layer, "ssh") != _table(other.layer, "ssh"))
+
     @property
     def ssh_enabled(self) -> bool:
         return SSH_UNITS[0] not in self.files

@@ -63,6 +63,16 @@ class Guest:
             execute("qmp_capabilities")
             yield execute
 
+    def forward(self, guest_address: str, guest_port: int) -> int:
+        """A new forward from a host port to ``guest_address`` (QEMU's forwards made at start
+        name the address of the guest's first DHCP lease; a new MAC address gets another)."""
+        port = free_port()
+        with self.machine() as execute:
+            rule = f"tcp:127.0.0.1:{port}-{guest_address}:{guest_port}"
+            execute("human-monitor-command",
+                    **{"command-line": f"hostfwd_add {qemu.NETDEV} {rule}"})
+        return port
+
     def press(self, seconds: float) -> None:
         """Hold the board's button for ``seconds``: QEMU's power button is wired to GPIO line 3,
         each ``system_powerdown`` raises it for 100 ms, so repeating it every 50 ms holds it.

@@ -45,6 +45,7 @@ def working_copy(src_dir: Path, dest: Path, provision: Path | None = None) -> Pa
 
 
 DISK_ID = "card"  # the disk's device id, for QMP
+NETDEV = "n0"  # the guest's own network (its forwards), for QMP
 
 
 def command(src_dir: Path, disk_img: Path, *, ssh_port: int | None = None,
@@ -60,7 +61,7 @@ def command(src_dir: Path, disk_img: Path, *, ssh_port: int | None = None,
     honeypot moved to another port by signed settings).
     """
     boot = src_dir / "boot"
-    net = "user,id=n0"
+    net = f"user,id={NETDEV}"
     if ssh_port is not None:
         net += f",hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
     for host_port, guest_port in (forwards or {}).items():

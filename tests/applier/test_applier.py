@@ -401,3 +401,19 @@ def test_a_personality_is_applied_whole_and_explicit_settings_win(rig: Rig) -> N
     assert rig.system.calls == ["daemon-reload", "ssh start", "rdp stop", "smb stop",
                                 "networkctl reload", "ttl 64"]
     assert "MACAddress" not in (rig.file(NETWORK_DROPIN) or "")
+
+
+def test_a_new_ssh_version_string_restarts_the_ssh_honeypot(rig: Rig) -> None:
+    """cisco-router over an SSH port the operator set: only what the SSH honeypot reads of its
+    settings changes (its version string), not its units or its socket's port.  It still
+    restarts, or it would greet as before until its idle exit (the QEMU test saw that)."""
+    rig.hand_off({"services.ssh.port": 2222}, 1)
+    rig.applier.poll()
+    rig.system.calls.clear()
+    rig.hand_off({"services.ssh.port": 2222, "device.personality": "cisco-router"}, 2)
+    rig.applier.poll()
+    assert "ssh start" in rig.system.calls and "Cisco-1.25" in rig.cfg.settings_layer.read_text()
+    rig.system.calls.clear()
+    rig.hand_off({"services.ssh.port": 2222}, 3)
+    rig.applier.poll()
+    assert "ssh start" in rig.system.calls, "and back to the image's own"

@@ -33,6 +33,8 @@ pytestmark = [pytest.mark.image, pytest.mark.timeout(3600)]  # builds take minut
 BOOT_TIMEOUT = 600  # TCG on a loaded 2-core CI machine; typical is ~2 minutes to a heartbeat
 MOVED_SSH_PORT = 2222  # where signed settings move the SSH honeypot (forwarded from the host)
 SMB_PORT, FTP_PORT, RDP_PORT = 445, 21, 3389  # honeypots off in the image that settings turn on
+# the others settings turn on, each checked with a greeting or one request (its port's forward)
+GREETED = {"http": 80, "https": 443, "telnet": 23, "redis": 6379, "mysql": 3306, "vnc": 5900}
 HONEY_USER, HONEY_PASSWORD = "svc_scan", "Copier-Tray-7"
 MEMORY_REPORT = 20.0  # seconds between the agent's memory reports (1115; shipped: 3600)
 HONEY_NT_HASH = MD4.new(HONEY_PASSWORD.encode("utf-16-le")).hexdigest()
@@ -54,7 +56,8 @@ def booted(qemu_out: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     (work / "lab").mkdir()
     with Lab(work / "lab", with_device=False) as lab:
         guest = armed.boot(lab, qemu_out, work,
-                           guest_ports=(MOVED_SSH_PORT, SMB_PORT, FTP_PORT, RDP_PORT),
+                           guest_ports=(MOVED_SSH_PORT, SMB_PORT, FTP_PORT, RDP_PORT,
+                                        *GREETED.values()),
                            limits={"memory_report": MEMORY_REPORT})
         try:
             code = armed.arm(lab, guest, timeout=BOOT_TIMEOUT)
@@ -223,7 +226,8 @@ def test_settings_apply_only_in_config_mode_and_move_the_honeypot(booted: Booted
     event = ssh_event_on(lab, guest.forwards[MOVED_SSH_PORT], "trudy")
     assert event["dst_port"] == MOVED_SSH_PORT
     lab.wait_event(lambda e: e["logtype"] == 1103 and e["logdata"]["TCP"]
-                   == " ".join(map(str, sorted({MOVED_SSH_PORT, SMB_PORT, FTP_PORT, RDP_PORT}))),
+                   == " ".join(map(str, sorted({MOVED_SSH_PORT, SMB_PORT, FTP_PORT, RDP_PORT,
+                                                *GREETED.values()}))),
                    timeout=120)
     assert not [e for e in lab.events() if e["logtype"] == 1112], "nothing rolled back"
     turned_on_services_answer(lab, guest, "ftp-applied")
@@ -232,7 +236,8 @@ def test_settings_apply_only_in_config_mode_and_move_the_honeypot(booted: Booted
 SERVICES_ON = ("--set", "services.smb.enabled=true", "--set",
                f"services.smb.honey_user={HONEY_USER}", "--set",
                f'services.smb.honey_nt_hash="{HONEY_NT_HASH}"', "--set",
-               "services.ftp.enabled=true", "--set", "services.rdp.enabled=true")
+               "services.ftp.enabled=true", "--set", "services.rdp.enabled=true",
+               *(a for name in GREETED for a in ("--set", f"services.{name}.enabled=true")))
 
 
 def turned_on_services_answer(lab: Lab, guest: armed.Guest, ftp_user: str) -> None:
@@ -264,6 +269,38 @@ def turned_on_services_answer(lab: Lab, guest: armed.Guest, ftp_user: str) -> No
     rdp = lab.wait_event(lambda e: e["logtype"] == 14001 and e["logdata"].get("USER") == ftp_user,
                          timeout=120)
     assert rdp["dst_port"] == RDP_PORT and rdp["logdata"]["NTLMV2_RESPONSE"]
+    greeted_services_answer(lab, guest, before, ftp_user)
+
+
+def greeted_services_answer(lab: Lab, guest: armed.Guest, before: list[dict[str, Any]],
+                            user: str) -> None:
+    """Every other honeypot runs under its own unit's sandbox (MemoryDenyWriteExecute= among
+    it): curl over HTTP and HTTPS and redis-cli's AUTH reach the console as events, Telnet,
+    MySQL and VNC greet as their protocols do."""
+    for scheme in ("http", "https"):
+        port = GREETED[scheme]
+        subprocess.run(["curl", "-sk", "-o", "/dev/null", "--max-time", "60",
+                        f"{scheme}://127.0.0.1:{guest.forwards[port]}/{user}"],
+                       capture_output=True, timeout=120, check=False)
+
+        def page(e: dict[str, Any], port: int = port) -> bool:
+            return (e["logtype"] == 3000 and e not in before and e["dst_port"] == port
+                    and user in e["logdata"].get("PATH", ""))
+
+        lab.wait_event(page, timeout=120)
+    subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(guest.forwards[GREETED["redis"]]),
+                    "AUTH", user, "pw"], capture_output=True, timeout=120, check=False)
+    lab.wait_event(lambda e: e["logtype"] == 17001 and e not in before
+                   and e["logdata"].get("USERNAME") == user, timeout=120)
+    for name, first in (("telnet", b""), ("mysql", b"\x0a"), ("vnc", b"RFB 003.")):
+        greeting = first_bytes(guest.forwards[GREETED[name]])
+        assert greeting and first in greeting[:8], (name, greeting)
+
+
+def first_bytes(port: int) -> bytes:
+    """What a server sends first through QEMU's forward (its greeting)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        return s.recv(256)
 
 
 def test_the_device_reports_what_each_of_its_units_holds(booted: Booted) -> None:
@@ -273,7 +310,8 @@ def test_the_device_reports_what_each_of_its_units_holds(booted: Booted) -> None
     lab = booted.lab
     wanted = {"agent", "button"}
     if any(e["logtype"] == 1111 for e in lab.events()):  # the settings test ran before
-        wanted |= {"listener@smb", "listener@ftp", "listener@rdp"}
+        wanted |= {"listener@smb", "listener@ftp", "listener@rdp",
+                   *(f"listener@{name}" for name in GREETED)}
 
     def listed(e: dict[str, Any]) -> bool:
         return e["logtype"] == 1115 and wanted <= set(units(e))
@@ -378,11 +416,17 @@ def test_a_personality_makes_the_box_look_like_a_cisco_router(booted: Booted) ->
     assert "device.personality" in applied["logdata"]["CHANGED"].split(), applied
     guest.press(0.3)
     lab.wait_for(lambda: in_config_mode(lab) is False, 60, "config mode left")
-    seen = lab.wait_event(lambda e: e["logtype"] == 1108 and e not in before, timeout=180)
+    seen = lab.wait_event(lambda e: e["logtype"] == 1108 and e not in before
+                          and "eth0=70:10:5c:" in e["logdata"]["MAC"]
+                          and "eth0=" in e["logdata"]["IPV4"], timeout=240)
     macs = dict(m.split("=") for m in seen["logdata"]["MAC"].split())
     assert macs["eth0"].startswith("70:10:5c:"), seen  # Cisco Systems
     assert macs["eth1"].startswith("52:54:00:"), "only the device's own interface changes"
-    assert ssh_banner(guest.forwards[MOVED_SSH_PORT]).startswith(b"SSH-2.0-Cisco-1.25")
+    # a new MAC address, a new lease from QEMU's DHCP server: the event says where it is now
+    address = dict(a.split("=") for a in seen["logdata"]["IPV4"].split())["eth0"]
+    assert address.startswith("10.0.2."), seen
+    port = guest.forward(address, MOVED_SSH_PORT)
+    assert ssh_banner(port).startswith(b"SSH-2.0-Cisco-1.25")
 
 
 def ssh_banner(port: int) -> bytes:
