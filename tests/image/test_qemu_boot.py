@@ -237,7 +237,8 @@ SERVICES_ON = ("--set", "services.smb.enabled=true", "--set",
                f"services.smb.honey_user={HONEY_USER}", "--set",
                f'services.smb.honey_nt_hash="{HONEY_NT_HASH}"', "--set",
                "services.ftp.enabled=true", "--set", "services.rdp.enabled=true",
-               *(a for name in GREETED for a in ("--set", f"services.{name}.enabled=true")))
+               *(a for name in GREETED for a in ("--set", f"services.{name}.enabled=true")),
+               "--set", "services.portscan.enabled=true")
 
 
 def turned_on_services_answer(lab: Lab, guest: armed.Guest, ftp_user: str) -> None:
@@ -311,7 +312,7 @@ def test_the_device_reports_what_each_of_its_units_holds(booted: Booted) -> None
     wanted = {"agent", "button"}
     if any(e["logtype"] == 1111 for e in lab.events()):  # the settings test ran before
         wanted |= {"listener@smb", "listener@ftp", "listener@rdp",
-                   *(f"listener@{name}" for name in GREETED)}
+                   *(f"listener@{name}" for name in GREETED), "portscan"}
 
     def listed(e: dict[str, Any]) -> bool:
         return e["logtype"] == 1115 and wanted <= set(units(e))
