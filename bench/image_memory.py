@@ -32,12 +32,12 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench._common import table
 from bench.image_build import timed_build
+from firmware.agent import memory
 from firmware.shared.cli import main_guard
 from firmware.shared.proc import run
 from scripts.image import armed
@@ -53,40 +53,23 @@ ISSUE_MB = {"ssh honeypot alone (host, before)": 43, "agent (host, before)": 31,
 GOAL_MB = 100
 
 
-class Device:
-    """The booted guest and its console; ``report(after)``: the next 1115 once ``after``."""
-
-    def __init__(self, lab: Lab, guest: armed.Guest) -> None:
-        self.lab, self.guest = lab, guest
-
-    def mark(self) -> int:
-        return len(self.lab.events())
-
-    def next_event(self, after: int, match: Callable[[dict[str, Any]], bool],
-                   timeout: float) -> dict[str, Any]:
-        found: list[dict[str, Any]] = []
-
-        def seen() -> bool:
-            found[:] = [e for e in self.lab.events()[after:] if match(e)]
-            return bool(found)
-
-        self.lab.wait_for(seen, timeout, "event at the console", poll=0.5)
-        return found[0]
-
-    def report(self, after: int) -> dict[str, Any]:
-        event = self.next_event(after, lambda e: e["logtype"] == 1115, 6 * REPORT_EVERY + 60)
-        data: dict[str, Any] = event["logdata"]
-        return data
-
-    def press(self, seconds: float, code: int) -> None:
-        mark = self.mark()
-        self.guest.press(seconds)
-        self.next_event(mark, lambda e: e["logtype"] == code, 300)
+def after(lab: Lab, before: list[dict[str, Any]], code: int, timeout: float
+          ) -> dict[str, Any]:
+    """The first event of ``code`` the console stored that is not in ``before``."""
+    return lab.wait_event(lambda e: e["logtype"] == code and e not in before, timeout)
 
 
-def units(data: dict[str, Any]) -> dict[str, int]:
-    pairs = (item.partition("=") for item in str(data.get("UNITS", "")).split())
-    return {name: int(kib) for name, _, kib in pairs if kib.isdigit()}
+def press(lab: Lab, guest: armed.Guest, seconds: float, code: int) -> None:
+    """Press the button and wait for the event ``code`` it leads to."""
+    before = lab.events()
+    guest.press(seconds)
+    after(lab, before, code, 300)
+
+
+def report(lab: Lab) -> dict[str, Any]:
+    """The device's next memory report (1115) from now on."""
+    data: dict[str, Any] = after(lab, lab.events(), 1115, 6 * REPORT_EVERY + 60)["logdata"]
+    return data
 
 
 def scan(guest: armed.Guest, lab: Lab) -> str:
@@ -107,22 +90,20 @@ def measure(out: Path, work: Path) -> None:
                            limits={"memory_report": REPORT_EVERY, "idle_exit": IDLE_EXIT})
         try:
             armed.arm(lab, guest)
-            dev = Device(lab, guest)
-            dev.press(0.3, 1105)  # the fresh card's config mode: left
-            moments = [("paired, always running", dev.report(dev.mark()))]
+            press(lab, guest, 0.3, 1105)  # the fresh card's config mode: left
+            moments = [("paired, always running", report(lab))]
             lab.console("settings", "--name", "qemu-device",
                         *(a for name in [*PORTS, "portscan"]
                           for a in ("--set", f"services.{name}.enabled=true")),
                         "--set", f"services.smb.honey_user={HONEY_USER}",
                         "--set", f'services.smb.honey_nt_hash="{HONEY_NT_HASH}"')
-            dev.press(3.6, 1111)  # config mode: fetched, verified, applied
-            dev.press(0.3, 1105)
-            mark = dev.mark()
-            moments.append(("ten honeypots + portscan enabled, idle", dev.report(mark)))
+            press(lab, guest, 3.6, 1111)  # config mode: fetched, verified, applied
+            press(lab, guest, 0.3, 1105)
+            moments.append(("ten honeypots + portscan enabled, idle", report(lab)))
             scanned = scan(guest, lab)
-            moments.append(("each has served a scanner", dev.report(dev.mark())))
+            moments.append(("each has served a scanner", report(lab)))
             time.sleep(IDLE_EXIT)
-            moments.append((f"{IDLE_EXIT:.0f} s later (idle exit)", dev.report(dev.mark())))
+            moments.append((f"{IDLE_EXIT:.0f} s later (idle exit)", report(lab)))
         finally:
             guest.stop()
     print_table(moments)
@@ -130,10 +111,11 @@ def measure(out: Path, work: Path) -> None:
 
 
 def print_table(moments: list[tuple[str, dict[str, Any]]]) -> None:
-    names = sorted({n for _, data in moments for n in units(data)},
-                   key=lambda n: (-max(units(d).get(n, 0) for _, d in moments), n))
-    rows = [[f"  {n}", *(f"{units(d)[n] / 1024:.1f}" if n in units(d) else "-"
-                         for _, d in moments)] for n in names]
+    held = [memory.listed(str(data.get("UNITS", ""))) for _, data in moments]
+    names = sorted({n for units in held for n in units},
+                   key=lambda n: (-max(units.get(n, 0) for units in held), n))
+    rows = [[f"  {n}", *(f"{units[n] / 1024:.1f}" if n in units else "-" for units in held)]
+            for n in names]
     rows.append(["  RESIDENT (sum, MiB)", *(f"{d['RESIDENT_KB'] / 1024:.1f}" for _, d in moments)])
     rows.append(["  charged incl. page cache (MiB)",
                  *(f"{d['CHARGED_KB'] / 1024:.1f}" for _, d in moments)])

@@ -16,7 +16,7 @@ import ipaddress
 import re
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from firmware.shared.readfile import read_bounded
@@ -84,11 +84,24 @@ def read_listeners(proc_net: Path = PROC_NET) -> dict[str, str]:
     return listeners(tables)
 
 
-def read_interfaces(sys_net: Path = SYS_NET) -> dict[str, str]:
+def ipv4_address(name: str) -> str | None:
+    """The interface's IPv4 address (SIOCGIFADDR), None when it has none: a new MAC address
+    usually means a new DHCP lease, and the operator must know where the canary now is."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            packed = fcntl.ioctl(s.fileno(), SIOCGIFADDR,
+                                 struct.pack("256s", name.encode("ascii", "replace")[:15]))
+    except OSError:
+        return None
+    return socket.inet_ntoa(packed[20:24])
+
+
+def read_interfaces(sys_net: Path = SYS_NET,
+                    address_of: Callable[[str], str | None] = ipv4_address) -> dict[str, str]:
     """{"NAMES": "eth0 eth1", "UP": "eth0", "MAC": "eth0=70:10:5c:.. eth1=..", "IPV4":
     "eth0=192.0.2.7"}: the interfaces but loopback, those up, their hardware addresses (what
     the LAN sees: a personality's vendor prefix, or a USB adapter's own) and IPv4 addresses
-    (of this machine's interfaces: only when ``sys_net`` is the real one)."""
+    (``address_of``: this machine's, by default)."""
     try:
         names = sorted(p.name for p in sys_net.iterdir() if p.name != "lo")[:MAX_INTERFACES]
     except OSError:
@@ -98,7 +111,7 @@ def read_interfaces(sys_net: Path = SYS_NET) -> dict[str, str]:
         mac = read_bounded(sys_net / name / "address", 64).decode("ascii", "replace").strip()
         if MAC.fullmatch(mac):
             macs.append(f"{name}={mac}")
-        address = ipv4_address(name) if sys_net == SYS_NET else None
+        address = address_of(name)
         if address:
             ipv4.append(f"{name}={address}")
         try:
@@ -110,14 +123,3 @@ def read_interfaces(sys_net: Path = SYS_NET) -> dict[str, str]:
     return {"NAMES": " ".join(names), "UP": " ".join(up), "MAC": " ".join(macs),
             "IPV4": " ".join(ipv4)}
 
-
-def ipv4_address(name: str) -> str | None:
-    """The interface's IPv4 address (SIOCGIFADDR), None when it has none: a new MAC address
-    usually means a new DHCP lease, and the operator must know where the canary now is."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            packed = fcntl.ioctl(s.fileno(), SIOCGIFADDR,
-                                 struct.pack("256s", name.encode("ascii", "replace")[:15]))
-    except OSError:
-        return None
-    return socket.inet_ntoa(packed[20:24])

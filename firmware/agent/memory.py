@@ -101,6 +101,13 @@ def report(units: dict[str, UnitMemory]) -> dict[str, str | int]:
             "UNITS": listed[:1000], "OOM_KILLS": sum(m.oom_kills for m in units.values())}
 
 
+def listed(units: str) -> dict[str, int]:
+    """The UNITS field of a report read back: unit name -> resident KiB (the console's and the
+    benchmarks' view of what ``report`` wrote)."""
+    pairs = (item.partition("=") for item in units.split())
+    return {name: int(kib) for name, _, kib in pairs if kib.isdigit()}
+
+
 class MemoryWatch:
     """When to report: at the first check, every ``every`` seconds, and when OOM kills grow."""
 

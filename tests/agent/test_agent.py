@@ -576,10 +576,12 @@ def test_a_second_interface_is_reported_with_which_are_up(tmp_path):
         (net / name).mkdir(parents=True)
         (net / name / "flags").write_text(flags + "\n")
         (net / name / "address").write_text(mac + "\n")
-    assert read_interfaces(net) == {"NAMES": "eth0 eth1", "UP": "eth0",
-                                    "MAC": "eth0=70:10:5c:0a:0b:0c", "IPV4": ""}
-    assert read_interfaces(tmp_path / "missing") == {"NAMES": "", "UP": "", "MAC": "",
-                                                     "IPV4": ""}
+    addresses = {"eth0": "192.0.2.7"}.get  # not this machine's eth0
+    assert read_interfaces(net, addresses) == {"NAMES": "eth0 eth1", "UP": "eth0",
+                                               "MAC": "eth0=70:10:5c:0a:0b:0c",
+                                               "IPV4": "eth0=192.0.2.7"}
+    assert read_interfaces(tmp_path / "missing", addresses) == {"NAMES": "", "UP": "",
+                                                                "MAC": "", "IPV4": ""}
     from firmware.agent.listeners import ipv4_address
     assert ipv4_address("lo") == "127.0.0.1" and ipv4_address("no-such-if0") is None
 

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from firmware.agent.memory import MAX_UNITS, MemoryWatch, read_units, report, short_name
+from firmware.agent.memory import (
+    MAX_UNITS,
+    MemoryWatch,
+    listed,
+    read_units,
+    report,
+    short_name,
+)
 
 STAT = """anon {anon}
 file 9162752
@@ -59,6 +66,8 @@ def test_every_coalmine_unit_and_template_instance_is_read_and_nothing_else(tmp_
     assert data == {"RESIDENT_KB": (18 + 10 + 24) << 10, "CHARGED_KB": 90 << 10,
                     "UNITS": f"listener@ssh={24 << 10} agent={18 << 10} button={10 << 10}",
                     "OOM_KILLS": 0}
+    assert listed(str(data["UNITS"])) == {"listener@ssh": 24 << 10, "agent": 18 << 10,
+                                          "button": 10 << 10}
     assert short_name("coalmine-cert@rdp.service") == "cert@rdp"
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from Crypto.Hash import MD4
 
+from firmware.agent import memory
 from firmware.shared.errors import EnvironmentFault
 from scripts.image import armed
 from scripts.lab import Lab
@@ -315,20 +316,14 @@ def test_the_device_reports_what_each_of_its_units_holds(booted: Booted) -> None
                    *(f"listener@{name}" for name in GREETED), "portscan"}
 
     def listed(e: dict[str, Any]) -> bool:
-        return e["logtype"] == 1115 and wanted <= set(units(e))
+        return e["logtype"] == 1115 and wanted <= set(memory.listed(e["logdata"]["UNITS"]))
 
     report = lab.wait_event(listed, timeout=6 * MEMORY_REPORT + 120)["logdata"]
-    held = units({"logdata": report})
+    held = memory.listed(report["UNITS"])
     assert all(kib > 0 for kib in held.values()), report
     assert held["agent"] >= 4096, "the agent's interpreter alone is more than 4 MiB"
     assert sum(held.values()) <= report["RESIDENT_KB"] <= sum(held.values()) + len(held), report
     assert report["CHARGED_KB"] > 0 and report["OOM_KILLS"] == 0, report
-
-
-def units(event: dict[str, Any]) -> dict[str, int]:
-    """The UNITS of a 1115 event: unit name -> resident KiB."""
-    pairs = (item.partition("=") for item in str(event["logdata"].get("UNITS", "")).split())
-    return {name: int(kib) for name, _, kib in pairs if kib.isdigit()}
 
 
 def test_a_network_change_that_cuts_the_device_off_is_rolled_back(booted: Booted) -> None:

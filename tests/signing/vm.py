@@ -10,9 +10,10 @@ The test's ``/init`` runs the signer's real commands with the real pyudev backen
 the machine off; the test then reads the disks' FAT file systems with mtools.
 
 The root file system comes from mmdebstrap once and is cached outside the checkout, keyed by
-its recipe (``~/.cache/coalmine/signer-vm/``; ``COALMINE_NO_VM_CACHE=1`` builds afresh).  The
-machine runs under TCG (about 15 s to power-off): KVM inside these sandboxes fails on the
-kernel's first instructions (an emulation failure), and TCG behaves the same on every host.
+its recipe (``~/.cache/coalmine/signer-vm/``, beside the image build's caches;
+``COALMINE_NO_VM_CACHE=1`` builds afresh).  The machine runs under TCG (about 15 s to
+power-off): KVM inside these sandboxes fails on the kernel's first instructions (an emulation
+failure), and TCG behaves the same on every host.
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 
 from firmware.shared.proc import output, run
-from scripts.image.common import SUITE, host_mirror
+from scripts.image.common import SUITE, cache_dir, host_mirror
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = 1  # bump when the way the base is made changes
@@ -39,8 +39,8 @@ CODE = ("signing", "firmware")  # what the initramfs carries of this checkout
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "coalmine" / "signer-vm"
+    """Beside the image build's download and stage caches (scripts/image/common.cache_dir)."""
+    return cache_dir().parent / "signer-vm"
 
 
 def _args(out: Path, mirror: str) -> list[str]:
@@ -101,12 +101,10 @@ def _prune(root: Path) -> str:
 
 def pack(root: Path, out: Path) -> None:
     """``root`` as a gzip'd newc cpio archive (what the kernel unpacks as its first root)."""
-    names = subprocess.run(["find", ".", "-print0"], cwd=root, capture_output=True,
-                           check=True).stdout
-    archive = subprocess.run(["cpio", "--null", "-o", "-H", "newc", "--quiet"], cwd=root,
-                             input=names, capture_output=True, check=True).stdout
-    out.write_bytes(subprocess.run(["gzip", "-1"], input=archive, capture_output=True,
-                                   check=True).stdout)
+    names = run(["find", ".", "-print0"], cwd=root, capture=True, quiet=True).stdout
+    archive = run(["cpio", "--null", "-o", "-H", "newc", "--quiet"], cwd=root, stdin=names,
+                  capture=True, quiet=True).stdout
+    out.write_bytes(run(["gzip", "-1"], stdin=archive, capture=True, quiet=True).stdout)
 
 
 def overlay(work: Path, init: str) -> Path:
@@ -156,5 +154,11 @@ def boot(kernel: Path, initrds: list[Path], work: Path, *, usb_removable: Path,
 
 def read_fat(disk: Path, name: str) -> bytes:
     """One file of a FAT disk image, read with mtools (no mount)."""
-    return subprocess.run(["mtype", "-i", str(disk), f"::{name}"], capture_output=True,
-                          check=True).stdout
+    return run(["mtype", "-i", str(disk), f"::{name}"], capture=True, quiet=True).stdout
+
+
+def list_fat(disk: Path) -> str:
+    """Every file of a FAT disk image, one path a line (mdir; an empty disk lists nothing)."""
+    proc = run(["mdir", "-b", "-/", "-i", str(disk), "::"], capture=True, quiet=True,
+               check=False)
+    return (proc.stdout or b"").decode(errors="replace")
