@@ -231,7 +231,7 @@ def _facts(runs: Runs, labels: list[str]) -> list[list[str]]:
         ["heartbeats sent / accepted",
          *(f"{total('heartbeats', lb, lambda r: r.dnsperf.get('sent', 0))} / "
            f"{total('heartbeats', lb, lambda r: r.stats.get('accepted', 0))}" for lb in labels)],
-        ["event message bytes (zlib JSON, mean)",
+        ["event message bytes (compressed JSON, mean)",
          *(f"{first(lb).workload.get('message_bytes', 0):.0f}" for lb in labels)],
         ["fragments per event (fragments:events)",
          *(" ".join(f"{k}:{v}" for k, v in first(lb).workload["fragments_per_event"].items())

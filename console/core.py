@@ -278,6 +278,7 @@ class Console:
         version = self.store.data_version()
         if version != self._data_version:  # the operator decided something (another process)
             self._data_version = version
+            self.store.forget_settings()  # `console settings` may have signed new ones
             self._take_decisions()
         self.refresh_registry()
 
@@ -546,8 +547,7 @@ class Console:
             for code, data in health.on_heartbeat(device.health, message, now,
                                                   self.limits.health):
                 self._raise(device, code, data, now)
-            held = self.store.settings_of(device.device_id)
-            newer = held is not None and held[0] > message.settings_version
+            newer = self.store.settings_version(device.device_id) > message.settings_version
             return HeartbeatAck(flags=ACK_SETTINGS_PENDING if newer else 0,
                                 console_time=int(now))
         if isinstance(message, SettingsGet):

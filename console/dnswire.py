@@ -256,6 +256,22 @@ def build_response(
     return header + query.question + body + extra
 
 
+_TXT_ONE = struct.Struct(">HHHIHB")  # owner pointer, type, class, ttl, rdlength, string length
+
+
+def txt_response(query: Query, data: bytes, limit: int = UDP_PLAIN) -> bytes:
+    """``build_response(query, answers=(txt_answer(data),), limit=limit)`` in one step: the
+    answer to every beacon (1-255 bytes of data, one character-string)."""
+    size = len(data)
+    extra = b"" if query.edns_size is None else _OPT_NOERROR
+    if not 0 < size <= 255 or (HEADER_LEN + len(query.question) + _TXT_ONE.size + size
+                                + len(extra)) > limit:
+        return build_response(query, answers=(txt_answer(data),), limit=limit)
+    flags = FLAG_QR | FLAG_AA | (query.flags & (OPCODE_MASK | FLAG_RD | FLAG_CD))
+    return b"".join((_HDR.pack(query.id, flags, 1, 1, 0, 1 if extra else 0), query.question,
+                     _TXT_ONE.pack(0xC00C, TYPE_TXT, CLASS_IN, 0, size + 1, size), data, extra))
+
+
 def build_error(qid: int, flags: int, rcode: int) -> bytes:
     """A bare error response (no question) for a query whose question could not be parsed."""
     out_flags = FLAG_QR | (flags & (OPCODE_MASK | FLAG_RD | FLAG_CD)) | (rcode & 0xF)

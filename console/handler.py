@@ -97,7 +97,7 @@ class Responder:
 
     def _build(self, query: w.Query, answer: CoreAnswer, limit: int) -> bytes:
         if answer.kind is Kind.TXT:
-            return w.build_response(query, answers=(w.txt_answer(answer.txt),), limit=limit)
+            return w.txt_response(query, answer.txt, limit)
         if answer.kind is Kind.REFUSED:
             return w.build_response(query, w.RCODE_REFUSED, limit=limit)
         if answer.kind is Kind.SERVFAIL:

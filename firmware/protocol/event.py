@@ -1,11 +1,16 @@
 """Events: the typed record services emit, its compact wire form and OpenCanary's JSON shape.
 
-On the wire an event is ``0x01 | zlib(compact JSON)``, compressed against a preset dictionary
-(``DICTIONARY``: the keys, the JSON skeleton and common version strings), so an SSH login attempt
-with a random 40-character password is ~100 bytes and fits one or two DNS queries (219 bytes and
-three queries without the dictionary).  The console turns it into OpenCanary's flat JSON
-(``src_host, src_port, dst_host, dst_port, node_id, logtype, logdata, utc_time, local_time,
-local_time_adjusted``) so SIEM pipelines written for OpenCanary parse it unchanged.
+On the wire an event is ``0x02 | raw DEFLATE(compact JSON)``, compressed against a preset
+dictionary (``DICTIONARY``: the keys, the JSON skeleton and common version strings), so an SSH
+login attempt with a random 40-character password is ~108 bytes and fits one or two DNS queries
+(219 bytes and three queries without the dictionary).  Raw DEFLATE, not a zlib stream: the
+frames' MAC already authenticates every byte, so zlib's header, dictionary id and Adler-32 would
+be 10 bytes of each event for nothing, and one fragment holds 104.  Agents before that sent
+``0x01 | zlib(...)`` (same dictionary); the console still reads it, as their queues may hold it.
+
+The console turns it into OpenCanary's flat JSON (``src_host, src_port, dst_host, dst_port,
+node_id, logtype, logdata, utc_time, local_time, local_time_adjusted``) so SIEM pipelines
+written for OpenCanary parse it unchanged.
 Everything decoded here came from a device and, before that, from an attacker, so ``from_compact``
 (used by the agent on every local datagram and by the console on every message) accepts only what
 every later step can hold: codes in the catalogue, times a ``datetime`` can represent, host
@@ -29,7 +34,9 @@ from firmware.protocol.catalogue import SECRET_KEYS, EventCode
 from firmware.protocol.text import MAX_VALUE_CHARS, inert
 from firmware.shared.errors import DecodeError
 
-MSG_EVENT = 0x01
+MSG_EVENT = 0x02  # raw DEFLATE against DICTIONARY
+MSG_EVENT_ZLIB = 0x01  # the same in a zlib stream: what agents before 0x02 queued
+_WBITS = {MSG_EVENT: -15, MSG_EVENT_ZLIB: 15}
 # Part of the protocol: changing a byte changes every message (pinned by a golden vector).
 DICTIONARY = (
     b'"KEYTYPE":"ssh-rsa","FINGERPRINT":"SHA256:","HASSH":"","NODE":"","COUNT":"TCP":"UDP":'
@@ -112,7 +119,7 @@ def from_compact(obj: object) -> Event:
 
 def encode_message(event: Event) -> bytes:
     text = json.dumps(event.to_compact(), separators=(",", ":"), ensure_ascii=False)
-    deflater = zlib.compressobj(9, zdict=DICTIONARY)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=DICTIONARY)
     return bytes((MSG_EVENT,)) + deflater.compress(text.encode("utf-8")) + deflater.flush()
 
 
@@ -124,9 +131,10 @@ def decode_message(message: bytes) -> Event:
 def decode_message_text(message: bytes) -> tuple[Event, str]:
     """The event and the JSON text it was decoded from (which, once validated, is what the
     console stores: reading it back runs ``from_compact`` again and gives the same event)."""
-    if not message or message[0] != MSG_EVENT:
+    wbits = _WBITS.get(message[0]) if message else None
+    if wbits is None:
         raise DecodeError("not an event message", offset=0)
-    inflater = zlib.decompressobj(zdict=DICTIONARY)
+    inflater = zlib.decompressobj(wbits, zdict=DICTIONARY)
     try:
         raw = inflater.decompress(message[1:], MAX_EVENT_BYTES)
     except zlib.error as exc:

@@ -8,7 +8,6 @@ retransmitted fragment changes nothing.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from firmware.protocol.messages import FRAGMENT_HEADER_LEN, MAX_FRAGMENTS, Fragment
@@ -47,7 +46,7 @@ class Reassembler:
     max_partial_per_device: int = 16
     max_message_bytes: int = 16384
     max_age: float = 600.0
-    _partial: dict[bytes, OrderedDict[int, _Partial]] = field(default_factory=dict)
+    _partial: dict[bytes, dict[int, _Partial]] = field(default_factory=dict)
     _swept: float = 0.0
 
     def add(
@@ -56,13 +55,13 @@ class Reassembler:
         """Add ``frag``; return (whole message or None, indexes received so far)."""
         if frag.count == 1:
             return frag.chunk, _ONE
-        part = self._partial.get(device_id, _NONE).get(frag.msg_id)
+        mine = self._partial.get(device_id, _NONE)
+        part = mine.get(frag.msg_id)
         if part is None:
             self._sweep(now)
-        mine = self._partial.setdefault(device_id, OrderedDict())
-        if part is None:
+            mine = self._partial.setdefault(device_id, {})  # after the sweep: it may drop it
             while len(mine) >= self.max_partial_per_device:
-                mine.popitem(last=False)
+                del mine[next(iter(mine))]  # the oldest: dicts keep their insertion order
             part = mine[frag.msg_id] = _Partial(frag.count, now)
         if part.count != frag.count:
             raise DecodeError(f"fragment count {frag.count} differs from {part.count}", offset=10)
@@ -100,4 +99,4 @@ class Reassembler:
 
 
 _ONE = frozenset({0})
-_NONE: OrderedDict[int, _Partial] = OrderedDict()
+_NONE: dict[int, _Partial] = {}  # what a device without partial messages holds: never written

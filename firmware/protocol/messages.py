@@ -72,8 +72,8 @@ class Heartbeat(NamedTuple):
 
 
 
-@dataclass(frozen=True, slots=True)
-class Fragment:
+@dataclass(slots=True)  # not frozen: that costs ~3x to build (0.78 against 0.21 us), and the
+class Fragment:  # console builds one of these and one FragmentAck for every fragment
     msg_id: int
     index: int
     count: int
@@ -85,7 +85,7 @@ class HeartbeatAck(NamedTuple):
     console_time: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FragmentAck:
     msg_id: int
     complete: bool
@@ -236,20 +236,7 @@ def encode_reply(reply: Reply) -> bytes:
     """The reply padded to ``REPLY_SIZE`` bytes: every answer has the same size."""
     if isinstance(reply, HeartbeatAck):
         raw = _HBACK.pack(HEARTBEAT_ACK, reply.flags, reply.console_time & _U32)
-    elif isinstance(reply, RegisterAck):
-        if reply.status not in REG_STATUSES or len(reply.nonce) != PAIRING_NONCE_LEN or (
-                reply.status == REG_APPROVED and len(reply.settings_key) != SETTINGS_KEY_LEN):
-            raise ValueError("bad registration reply")
-        raw = bytes((REGISTER_ACK, reply.status)) + (
-            reply.settings_key if reply.status == REG_APPROVED else reply.nonce)
-    elif isinstance(reply, Stale):
-        raw = bytes((STALE,)) + reply.highest.to_bytes(6, "big")
-    elif isinstance(reply, SettingsPart):
-        if not (0 <= reply.total <= SETTINGS_MAX and len(reply.chunk) <= SETTINGS_CHUNK
-                and reply.offset + len(reply.chunk) <= reply.total):
-            raise ValueError("bad settings part")
-        raw = _SPART.pack(SETTINGS_PART, reply.version, reply.total, reply.offset) + reply.chunk
-    else:
+    elif isinstance(reply, FragmentAck):  # the two common replies first: one of them per query
         if len(reply.received) == reply.count:  # all of them: the bitmap is known
             bitmap = _FULL[reply.count]
         else:
@@ -258,6 +245,19 @@ def encode_reply(reply: Reply) -> bytes:
                 mask[i // 8] |= 0x80 >> (i % 8)
             bitmap = bytes(mask)
         raw = _FACK.pack(FRAGMENT_ACK, reply.msg_id, int(reply.complete), reply.count) + bitmap
+    elif isinstance(reply, RegisterAck):
+        if reply.status not in REG_STATUSES or len(reply.nonce) != PAIRING_NONCE_LEN or (
+                reply.status == REG_APPROVED and len(reply.settings_key) != SETTINGS_KEY_LEN):
+            raise ValueError("bad registration reply")
+        raw = bytes((REGISTER_ACK, reply.status)) + (
+            reply.settings_key if reply.status == REG_APPROVED else reply.nonce)
+    elif isinstance(reply, Stale):
+        raw = bytes((STALE,)) + reply.highest.to_bytes(6, "big")
+    else:
+        if not (0 <= reply.total <= SETTINGS_MAX and len(reply.chunk) <= SETTINGS_CHUNK
+                and reply.offset + len(reply.chunk) <= reply.total):
+            raise ValueError("bad settings part")
+        raw = _SPART.pack(SETTINGS_PART, reply.version, reply.total, reply.offset) + reply.chunk
     return raw + _PADS[len(raw)]
 
 

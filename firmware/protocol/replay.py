@@ -32,13 +32,14 @@ class Verdict(enum.Enum):
 class ReplayWindow:
     """Which counters of one device have been seen; ``highest`` is what gets persisted."""
 
-    __slots__ = ("bits", "floor", "highest", "size")
+    __slots__ = ("bits", "floor", "highest", "mask", "size")
 
     def __init__(self, floor: int = -1, size: int = 4096) -> None:
         self.floor = floor  # counters <= floor are refused (restored from storage)
         self.highest = floor
         self.size = size
         self.bits = 0  # bit i set = counter (highest - i) seen
+        self.mask = (1 << size) - 1  # made once: a 4096-bit integer costs to build
 
     def check(self, counter: int) -> Verdict:
         if counter <= self.floor:
@@ -53,8 +54,7 @@ class ReplayWindow:
     def accept(self, counter: int) -> None:
         if counter > self.highest:
             shift = counter - self.highest
-            mask = (1 << self.size) - 1
-            self.bits = ((self.bits << shift) | 1) & mask if shift < self.size else 1
+            self.bits = ((self.bits << shift) | 1) & self.mask if shift < self.size else 1
             self.highest = counter
         else:
             self.bits |= 1 << (self.highest - counter)

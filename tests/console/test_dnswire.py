@@ -32,6 +32,7 @@ def test_golden_query_and_txt_response() -> None:
     assert (q.id, q.labels, q.qtype, q.qclass, q.edns_size) == (
         0x1234, (b"aB", b"c", b"test"), 16, 1, None)
     assert w.build_response(q, answers=(w.txt_answer(b"hi"),)) == TXT_RESPONSE
+    assert w.txt_response(q, b"hi") == TXT_RESPONSE
 
 
 def test_golden_edns_query_and_opt_echo() -> None:
@@ -70,6 +71,7 @@ def test_txt_response_parses_in_dnslib_and_dnspython(
     q = w.parse_query(w.build_query(labels, w.TYPE_TXT, qid=7, edns_size=edns))
     limit = w.TCP_MAX if tcp else w.udp_limit(q)
     out = w.build_response(q, answers=(w.txt_answer(payload),), limit=limit)
+    assert w.txt_response(q, payload, limit) == out  # the hot path's one-step form
     assert out[12 : 12 + len(q.question)] == q.question  # byte-for-byte echo
     msg = dns.message.from_wire(out)
     if len(out) > 12 + len(q.question) + 11 + (11 if edns else 0):

@@ -247,6 +247,13 @@ def test_a_heartbeat_hears_whether_newer_settings_wait(rig: Rig) -> None:
     assert flags(0) == ACK_SETTINGS_PENDING
     assert flags(2) == ACK_SETTINGS_PENDING
     assert flags(3) == 0 and flags(4) == 0
+    other = Store(rig.path)  # `console settings` in another process, while the console serves
+    try:
+        other.put_settings(rig.device.device_id, 5, b"signed", 0.0)
+    finally:
+        other.close()
+    rig.console.flush()  # each second: data_version moved, the versions are read again
+    assert flags(4) == ACK_SETTINGS_PENDING and flags(5) == 0
 
 
 def test_a_lying_acked_is_counted_and_raises_nothing(rig: Rig) -> None:

@@ -1,6 +1,9 @@
 """Round trips, tampering, shape and bounds for the pure DNS protocol v2 codecs."""
 
 import ipaddress
+import json
+import random
+import string
 import unicodedata
 
 import pytest
@@ -10,6 +13,7 @@ from hypothesis import strategies as st
 from firmware.protocol import frame, keys, messages, names
 from firmware.protocol.catalogue import EventCode
 from firmware.protocol.event import (
+    DICTIONARY,
     MAX_TIME_US,
     Event,
     decode_message,
@@ -211,19 +215,65 @@ def test_compact_strings_are_made_inert_and_hosts_normalised():
     assert ev.data["USERNAME"] == "a\\x1b[31mb\\u202e\\ud800"
 
 
+# One SSH login attempt (USERNAME root, PASSWORD hunter2, REMOTEVERSION SSH-2.0-Go) as agents
+# send it: raw DEFLATE against DICTIONARY, and as agents before 0x02 queued it (a zlib stream).
+# Decoding fixed bytes pins the method and every byte of the dictionary, whatever zlib build
+# compresses; the raw form is the zlib form less its 2-byte header, dictionary id and Adler-32.
+GOLDEN_EVENT = Event(EventCode.SSH_LOGIN_ATTEMPT, 1764460000.25, "192.0.2.1", 40000,
+                     "192.0.2.10", 22, {"USERNAME": "root", "PASSWORD": "hunter2",
+                                        "REMOTEVERSION": "SSH-2.0-Go"})
+GOLDEN_RAW = bytes.fromhex("02c3e56d2353346f1be819813d06f2b309442e0545ce80245f6700dd905a6484"
+                           "c7f1c0f4505b0b00")
+GOLDEN_ZLIB = bytes.fromhex("0178f982158026c3e56d2353346f1be819813d06f2b309442e0545ce80245f67"
+                            "00dd905a6484c7f1c0f4505b0b005b4126ec")
+
+
+def test_golden_event_messages_decode_in_both_forms():
+    assert decode_message(GOLDEN_RAW) == decode_message(GOLDEN_ZLIB) == GOLDEN_EVENT
+    assert encode_message(GOLDEN_EVENT)[0] == 0x02
+    assert decode_message(encode_message(GOLDEN_EVENT)) == GOLDEN_EVENT
+    assert len(GOLDEN_RAW) == len(GOLDEN_ZLIB) - 10
+
+
+def test_raw_deflate_saves_ten_bytes_of_every_event_and_often_a_fragment():
+    import zlib
+    rnd, room = random.Random(5), frame.body_size("c.test")
+    fragments = {"raw": 0, "zlib": 0}
+    for _ in range(200):
+        password = "".join(rnd.choice(string.ascii_letters + string.digits + string.punctuation)
+                           for _ in range(40))
+        when = rnd.randrange(1_790_000_000_000_000, 1_800_000_000_000_000) / 1_000_000
+        ev = GOLDEN_EVENT._replace(time=when, src_port=rnd.randrange(65536),
+                                   src_host=f"203.0.113.{rnd.randrange(1, 255)}", data={
+            **GOLDEN_EVENT.data, "PASSWORD": password,
+            "LOCALVERSION": "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3",
+            "REMOTEVERSION": "SSH-2.0-OpenSSH_8.9p1 Ubuntu-3ubuntu0.6"})
+        raw = encode_message(ev)
+        deflater = zlib.compressobj(9, zdict=DICTIONARY)
+        old = b"\x01" + deflater.compress(json.dumps(
+            ev.to_compact(), separators=(",", ":")).encode()) + deflater.flush()
+        assert len(raw) == len(old) - 10 and decode_message(old) == decode_message(raw) == ev
+        fragments["raw"] += len(split(raw, 1, room))
+        fragments["zlib"] += len(split(old, 1, room))
+    assert fragments["zlib"] == 400 and fragments["raw"] < 380  # two each, and fewer
+
+
 @given(st.binary(max_size=300))
 def test_random_event_messages_rejected_cleanly(data):
-    try:
-        decode_message(b"\x01" + data)
-    except DecodeError:
-        pass
+    for kind in (b"\x01", b"\x02", b"\x03"):
+        try:
+            decode_message(kind + data)
+        except DecodeError:
+            pass
 
 
 def test_event_zip_bomb_rejected():
     import zlib
-    bomb = b"\x01" + zlib.compress(b'{"c":4002,"d":{"A":"' + b"x" * 10_000_000 + b'"}}')
-    with pytest.raises(DecodeError):
-        decode_message(bomb)
+    text = b'{"c":4002,"d":{"A":"' + b"x" * 10_000_000 + b'"}}'
+    raw = zlib.compressobj(9, zlib.DEFLATED, -15)
+    for bomb in (b"\x01" + zlib.compress(text), b"\x02" + raw.compress(text) + raw.flush()):
+        with pytest.raises(DecodeError):
+            decode_message(bomb)
 
 
 def test_opencanary_shape_and_masking():
@@ -251,7 +301,8 @@ def test_reassembler_is_bounded():
     r = Reassembler(max_partial_per_device=4)
     for msg_id in range(100):
         r.add(DID, messages.Fragment(msg_id, 0, 3, b"x"), 0.0)
-    assert r.pending() <= 4
+    assert r.pending() == 4  # the newest four: the oldest partial goes first
+    assert [m for m in range(100) if r.holds(DID, m)] == [96, 97, 98, 99]
     with pytest.raises(InputError):
         r2 = Reassembler(max_message_bytes=100)
         for i in range(3):
