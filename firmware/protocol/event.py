@@ -26,7 +26,7 @@ import ipaddress
 import json
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -128,9 +128,13 @@ def decode_message(message: bytes) -> Event:
     return decode_message_text(message)[0]
 
 
-def decode_message_text(message: bytes) -> tuple[Event, str]:
+def decode_message_text(message: bytes, loads: Callable[[str], Any] = json.loads
+                        ) -> tuple[Event, str]:
     """The event and the JSON text it was decoded from (which, once validated, is what the
-    console stores: reading it back runs ``from_compact`` again and gives the same event)."""
+    console stores: reading it back runs ``from_compact`` again and gives the same event).
+
+    ``loads`` parses the JSON; the console passes orjson's, which refuses what ``json.loads``
+    refuses and more (lone surrogate escapes, integers beyond 64 bits), never less."""
     wbits = _WBITS.get(message[0]) if message else None
     if wbits is None:
         raise DecodeError("not an event message", offset=0)
@@ -143,7 +147,7 @@ def decode_message_text(message: bytes) -> tuple[Event, str]:
         raise DecodeError("event too large or truncated", offset=len(message))
     text = raw.decode("utf-8", errors="replace")
     try:
-        obj = json.loads(text)
+        obj = loads(text)
     except (ValueError, RecursionError) as exc:  # deep nesting exhausts the parser's stack
         raise DecodeError(f"event is not JSON: {type(exc).__name__}", offset=1) from None
     return from_compact(obj), text

@@ -6,6 +6,7 @@ import random
 import string
 import unicodedata
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from firmware.protocol.event import (
     MAX_TIME_US,
     Event,
     decode_message,
+    decode_message_text,
     encode_message,
     from_compact,
     to_opencanary,
@@ -185,6 +187,32 @@ def test_event_message_round_trip(event):
     back = decode_message(encode_message(event))
     assert back == event
     to_opencanary(back, "n")  # every accepted time renders, in any local time zone
+
+
+@given(events)
+def test_the_consoles_json_parser_reads_every_event_an_agent_sends_as_json_does(event):
+    message = encode_message(event)
+    assert decode_message_text(message, orjson.loads) == decode_message_text(message)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12)
+json_texts = st.one_of(
+    json_values.map(json.dumps), json_values.map(lambda v: json.dumps(v, ensure_ascii=False)),
+    st.text(alphabet='{}[]":,.-+0123456789eEtrufalsn \\u\\d800', max_size=60),
+    st.sampled_from(['"\\ud800"', '{"a":"\\udfff"}', "NaN", "1e999", str(2**64), "[" * 2000]))
+
+
+@given(json_texts)
+def test_orjson_never_takes_json_that_json_would_refuse(text):
+    """The console stores the text orjson parsed; its views read it back with json."""
+    try:
+        fast = orjson.loads(text)
+    except ValueError:
+        return
+    assert json.loads(text) == fast
 
 
 @given(st.text(max_size=200))
