@@ -9,7 +9,7 @@ enrolled devices and writes the queries a real device of that generation would s
 
 Events are SSH password login attempts as the honeypot reports them: a user name, a 40-character
 random (incompressible) password, the honeypot's and the client's version strings, addresses and
-ports; they take two or more fragments in both generations (the summary says how many).
+ports; two or three fragments in v1, one or two in v2 (the summary says how many).
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def queries(gen: Generation, devs: list[Device], kind: str, count: int,
 
     The fragments of one event are adjacent, as a device sends them.
     """
-    rng, out = random.Random(seed + 1), []
+    rng, out, starts = random.Random(seed + 1), [], []
     per_event: collections.Counter[int] = collections.Counter()
     message_bytes = 0
     for i in range(count):
@@ -135,6 +135,7 @@ def queries(gen: Generation, devs: list[Device], kind: str, count: int,
         if kind == "heartbeats":
             out.append(gen.name(gen.heartbeat(dev, i)))
             continue
+        starts.append(len(out))
         event = gen.ssh_event(rng, time.time())
         message_bytes += len(gen.event.encode_message(event))
         frames = gen.event_frames(dev, event, rng)
@@ -144,8 +145,52 @@ def queries(gen: Generation, devs: list[Device], kind: str, count: int,
                "devices": len(devs), "fragment_room": gen.room,
                "fragments_per_event": dict(sorted(per_event.items())),
                "message_bytes": message_bytes / count if per_event else 0,
-               "name_chars": sum(map(len, out)) / max(1, len(out))}
+               "name_chars": sum(map(len, out)) / max(1, len(out)), "starts": starts}
     return out, summary
+
+
+def _console(state: Path, names: list[str]) -> tuple[Any, Any, Any, ModuleType, list[bytes]]:
+    """(core, responder, commit, dnswire, wire queries) of this checkout's console on ``state``."""
+    config, store_mod, core_mod = _m("console.config"), _m("console.store"), _m("console.core")
+    handler, dnswire = _m("console.handler"), _m("console.dnswire")
+    cfg = config.load(state)
+    core = core_mod.Console(cfg.zone, cfg.private_key, store_mod.Store(cfg.db_path))
+    responder = handler.Responder(core, cfg.zone, cfg.soa_mname, cfg.soa_rname)
+    commit = getattr(core, "commit", lambda: True)
+    wire = [dnswire.build_query([x.encode() for x in n.split(".")], TXT, qid=i & 0xFFFF)
+            for i, n in enumerate(names)]
+    return core, responder, commit, dnswire, wire
+
+
+def paired(state: Path, names: list[str], starts: list[int], per_round: int) -> dict[str, int]:
+    """Rounds of ``per_round`` whole events, each when stdin says ``go``: one JSON line back per
+    round (its CPU seconds, events stored, py-ref).  bench/console_ingest.py alternates the
+    rounds of two checkouts, so the two consoles meet the same moments of a machine whose speed
+    swings by 2x within seconds; ``starts`` holds the first query of every event."""
+    core, responder, commit, _, wire = _console(state, names)
+    starts = [*starts, len(wire)]
+    print(json.dumps({"ready": len(starts) - 1}), flush=True)
+    event = 0
+    for line in sys.stdin:
+        if line.strip() != "go" or event >= len(starts) - 1:
+            break
+        end = min(event + per_round, len(starts) - 1)
+        before = core.stats.get("events_stored", 0)
+        cpu0 = time.process_time()
+        for q in wire[starts[event]:starts[end]]:
+            responder.respond(q)
+        commit()
+        cpu = time.process_time() - cpu0
+        ref0 = time.process_time()
+        _reference.py_unit()
+        _reference.py_unit()
+        print(json.dumps({"cpu": cpu, "stored": core.stats.get("events_stored", 0) - before,
+                          "py_ref": (time.process_time() - ref0) / 2 * 1e6}), flush=True)
+        event = end
+    core.flush()
+    stats = dict(core.stats)
+    core.store.close()
+    return {"events_stored": stats.get("events_stored", 0)}
 
 
 def in_process(state: Path, names: list[str], per_round: int, profile: Path | None
@@ -156,15 +201,7 @@ def in_process(state: Path, names: list[str], per_round: int, profile: Path | No
     commits each round once (the old one commits inside every stored event).  py-ref is timed
     between the rounds (not counted in ``cpu``), so it sees the same moments of the machine.
     """
-    config, store_mod, core_mod = _m("console.config"), _m("console.store"), _m("console.core")
-    handler, dnswire = _m("console.handler"), _m("console.dnswire")
-    cfg = config.load(state)
-    store = store_mod.Store(cfg.db_path)
-    core = core_mod.Console(cfg.zone, cfg.private_key, store)
-    responder = handler.Responder(core, cfg.zone, cfg.soa_mname, cfg.soa_rname)
-    commit = getattr(core, "commit", lambda: True)
-    wire = [dnswire.build_query([x.encode() for x in n.split(".")], TXT, qid=i & 0xFFFF)
-            for i, n in enumerate(names)]
+    core, responder, commit, dnswire, wire = _console(state, names)
     prof = cProfile.Profile(time.process_time) if profile else None
     cpu = wall = 0.0
     py_ref: list[float] = []
@@ -188,7 +225,7 @@ def in_process(state: Path, names: list[str], per_round: int, profile: Path | No
     if prof:
         prof.dump_stats(str(profile))
     stats = dict(core.stats)
-    store.close()
+    core.store.close()
     return {**codec_costs(dnswire, wire[:2000]),
             "cpu": cpu, "wall": wall, "queries": len(wire), "py_ref": statistics.median(py_ref),
             "accepted": stats.get("accepted", 0), "events_stored": stats.get("events_stored", 0)}
@@ -226,14 +263,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=8)
     ap.add_argument("--queries-out", type=Path, help="write dnsperf input here")
     ap.add_argument("--in-process", action="store_true", help="run the queries in process")
-    ap.add_argument("--per-round", type=int, default=100)
+    ap.add_argument("--paired", action="store_true",
+                    help="serve rounds of --per-round events on request (stdin: go)")
+    ap.add_argument("--per-round", type=int, default=100, help="queries (events with --paired)")
     ap.add_argument("--profile", type=Path)
     args = ap.parse_args()
     gen, devs = prepare(args.state, args.devices, args.seed)
     names, summary = queries(gen, devs, args.kind, args.count, args.seed)
     if args.queries_out:
         args.queries_out.write_text("".join(f"{n} TXT\n" for n in names))
-    if args.in_process:
+    starts = summary.pop("starts")
+    if args.paired:
+        summary["paired"] = paired(args.state, names, starts, args.per_round)
+    elif args.in_process:
         summary["in_process"] = in_process(args.state, names, args.per_round, args.profile)
     json.dump(summary, sys.stdout)
 

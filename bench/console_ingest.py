@@ -5,7 +5,8 @@ side, in one run:
 
 * heartbeats: unique valid heartbeat queries from ``--devices`` enrolled devices;
 * events: SSH password login attempts (user name, a 40-character random password, client and
-  honeypot version strings: 2-3 fragments each, the table says how many), every fragment its
+  honeypot version strings: 2-3 fragments each in v1, 1-2 in v2, the table says how many; "CPU
+  per fragment query" compares the two without that difference), every fragment its
   own query, fragments of one event adjacent, as a device sends them.
 
 Each checkout builds its own queries with its own protocol code (bench/_workload.py, in a
@@ -36,6 +37,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -122,6 +124,68 @@ def in_process(checkout: Checkout, work: Path, kind: str, count: int,
     return run
 
 
+@dataclass
+class Paired:
+    """Rounds of the same events through two consoles in process, alternating round by round."""
+
+    rounds: dict[str, list[dict[str, float]]]  # checkout label -> one dict per round
+    ratios: list[float]  # NEW/OLD CPU per stored event, per pair of adjacent rounds
+
+    def per_event(self, label: str) -> float:
+        mine = self.rounds[label]
+        return sum(r["cpu"] for r in mine) / max(1, sum(r["stored"] for r in mine)) * 1e6
+
+    def py_ref(self, label: str) -> float:
+        return statistics.median(r["py_ref"] for r in self.rounds[label])
+
+
+def paired(cols: list[Checkout], work: Path, args: argparse.Namespace) -> Paired:
+    """Both consoles take turns, ``args.paired_round`` events at a time (the first of each pair
+    alternating), so each pair of rounds meets one moment of the machine; the NEW/OLD ratio of
+    every pair is then free of the machine's swings from one run to the next."""
+    procs = {}
+    for c in cols:
+        state = work / f"{c.label}-paired"
+        procs[c.label] = subprocess.Popen(
+            c.python(WORKLOAD, "--state", state, "--kind", "events", "--count",
+                     str(args.paired_events), "--devices", str(args.devices), "--paired",
+                     "--per-round", str(args.paired_round)),
+            cwd=c.root, env=c.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        rounds: dict[str, list[dict[str, float]]] = {c.label: [] for c in cols}
+        for c in cols:
+            json.loads(_line(procs[c.label]))  # ready: its queries are built
+        for n in range(-(-args.paired_events // args.paired_round)):
+            for c in cols if n % 2 == 0 else cols[::-1]:
+                proc = procs[c.label]
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                rounds[c.label].append(json.loads(_line(proc)))
+        for proc in procs.values():
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait(timeout=120)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    old, new = (rounds[c.label] for c in cols)
+    ratios = [(b["cpu"] / b["stored"]) / (a["cpu"] / a["stored"])
+              for a, b in zip(old, new, strict=True) if a["stored"] and b["stored"]]
+    for c in cols:
+        shutil.rmtree(work / f"{c.label}-paired", ignore_errors=True)
+    return Paired(rounds, ratios)
+
+
+def _line(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit(f"a paired worker ended early (exit {proc.wait()})")
+    return line
+
+
 def _dnsperf_figures(text: str) -> dict[str, float]:
     names = {"sent": "Queries sent", "completed": "Queries completed", "lost": "Queries lost",
              "run_time": r"Run time \(s\)"}
@@ -187,7 +251,9 @@ ROWS = [
 ]
 SECTIONS = {"heartbeats": "heartbeats through the server (UDP loopback, dnsperf)",
             "events": "SSH login events through the server (UDP loopback, dnsperf)",
-            "events-inproc": "in process, no sockets (rounds of 100 queries, one commit each)"}
+            "events-inproc": "in process, no sockets (rounds of 100 queries, one commit each)",
+            "events-paired": "in process, the two consoles taking turns (rounds of 50 events, "
+                             "one commit each)"}
 
 
 def _fmt(value: float, unit: str) -> str:
@@ -245,7 +311,20 @@ def _facts(runs: Runs, labels: list[str]) -> list[list[str]]:
     ]
 
 
-def report(runs: Runs, checkouts: list[Checkout], work: Path) -> None:
+def _paired_rows(pair: Paired, labels: list[str]) -> list[list[str]]:
+    q = statistics.quantiles(pair.ratios, n=4) if len(pair.ratios) > 1 else pair.ratios * 3
+    return [
+        [f"- {SECTIONS['events-paired']} -", "", "", ""],
+        ["  py-ref after each round (reference)",
+         *(_fmt(pair.py_ref(lb), "us") for lb in labels), ""],
+        ["  CPU per stored event",
+         *(f"{_fmt(pair.per_event(lb), 'us')} = {pair.per_event(lb) / pair.py_ref(lb):.2f} ref"
+           for lb in labels),
+         f"{statistics.median(pair.ratios):.2f} ({q[0]:.2f}-{q[2]:.2f})"],
+    ]
+
+
+def report(runs: Runs, checkouts: list[Checkout], work: Path, pair: Paired | None) -> None:
     labels = [c.label for c in checkouts]
     two = len(labels) == 2
     head = ["", *(f"{c.label.upper()} {runs['events'][c.label][0].workload['protocol']} "
@@ -261,6 +340,8 @@ def report(runs: Runs, checkouts: list[Checkout], work: Path) -> None:
         if two:
             cells.append(_new_old(row, runs[row.kind][labels[0]], runs[row.kind][labels[1]]))
         rows.append([f"  {row.label}", *cells])
+    if pair is not None:
+        rows.extend(_paired_rows(pair, labels))
     print(table([*head, "NEW/OLD"] if two else head, rows))
     repeats = len(runs["events"][labels[0]])
     print(f"\n  medians of {repeats} alternating repeat(s); NEW/OLD: median (range) of the "
@@ -280,7 +361,9 @@ def report(runs: Runs, checkouts: list[Checkout], work: Path) -> None:
               f"~{ISSUE_V1_EVENTS_PER_CORE:,}/s per core): NEW/OLD CPU per event <= "
               f"{ISSUE_V1_EVENTS_PER_CORE / GOAL_EVENTS_PER_CORE:.2f}; measured "
               f"{_new_old(row, runs[row.kind][labels[0]], runs[row.kind][labels[1]])} "
-              "in process.")
+              "in process, run against run" + (
+                  f"; {statistics.median(pair.ratios):.2f} over {len(pair.ratios)} pairs of "
+                  "rounds taking turns" if pair is not None else "") + ".")
 
 
 def _fs_type(path: Path) -> str:
@@ -316,6 +399,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--time-limit", type=int, default=120, help="dnsperf -l (seconds)")
     ap.add_argument("--in-process-heartbeats", type=int, default=6_000)
     ap.add_argument("--in-process-events", type=int, default=2_000)
+    ap.add_argument("--paired-events", type=int, default=20_000,
+                    help="events through both consoles taking turns (0: none)")
+    ap.add_argument("--paired-round", type=int, default=50, help="events per turn")
     ap.add_argument("--workdir", type=Path, default=None,
                     help="where the state directories go (its disk takes the fsyncs)")
     args = ap.parse_args(argv)
@@ -339,7 +425,8 @@ def main(argv: list[str] | None = None) -> None:
                 for c in cols if repeat % 2 == 0 else cols[::-1]:
                     run = how(c, work, kind.removesuffix("-inproc"), count, args)
                     runs.setdefault(kind, {}).setdefault(c.label, []).append(run)
-        report(runs, cols, work)
+        pair = paired(cols, work, args) if len(cols) == 2 and args.paired_events else None
+        report(runs, cols, work, pair)
 
 if __name__ == "__main__":
     sys.exit(main_guard(main))
