@@ -18,7 +18,10 @@ Debian's ``dnsperf`` sends every query once over UDP.  The server's CPU time com
 each console in process (no sockets, rounds of 100 queries, one commit per round): the cost
 without the server loop, and the console's own DNS codec against dnslib on the same queries.
 ``python3 bench/_workload.py --in-process --profile FILE`` (PYTHONPATH=a checkout) writes a
-CPU-time cProfile of that loop.
+CPU-time cProfile of that loop.  Last, both consoles take the same kind of events in turns, in
+process, 50 events a turn (``--paired-events``): this machine's speed swings by 2x within
+seconds, so two runs minutes apart compare moments as much as code, while two adjacent turns
+meet one moment; NEW/OLD there is the median over the pairs of turns, the steadiest figure.
 
 Every CPU figure stands beside a reference measured in the same run, at the same moments
 (bench/_reference.py): fixed pure-Python work ("py-ref") sampled during each server run, or
@@ -27,6 +30,7 @@ before each run.  The ratio to py-ref, and NEW/OLD, are the figures to track.  F
 pass/fail test.
 
 Run: python3 -m bench.console_ingest [--old /tmp/old] [--events 6000] [--repeat 3]
+     [--paired-events 20000]
 """
 
 from __future__ import annotations
