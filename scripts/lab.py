@@ -312,10 +312,12 @@ class Lab:
         self.wait_for(bound, 20, f"{proto} port {port}")
 
     def ssh_attempt(self, user: str, password: str, timeout: float = 20,
-                    port: int | None = None) -> int:
+                    port: int | None = None, source: str | None = None) -> int:
         """One real OpenSSH password login attempt (it must fail) on ``port`` (default: the
-        lab's honeypot); returns ssh's exit code."""
-        argv = [need("sshpass"), "-p", password, need("ssh"), "-o", "StrictHostKeyChecking=no",
+        lab's honeypot), from loopback address ``source`` if given; returns ssh's exit code."""
+        bind = ["-o", f"BindAddress={source}"] if source else []
+        argv = [need("sshpass"), "-p", password, need("ssh"), *bind,
+                "-o", "StrictHostKeyChecking=no",
                 "-o", "UserKnownHostsFile=/dev/null", "-o", "PreferredAuthentications=password",
                 "-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1",
                 "-o", f"ConnectTimeout={int(timeout)}", "-p", str(port or self.ssh_port),
