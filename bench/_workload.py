@@ -162,7 +162,7 @@ def _console(state: Path, names: list[str]) -> tuple[Any, Any, Any, ModuleType, 
     return core, responder, commit, dnswire, wire
 
 
-def paired(state: Path, names: list[str], starts: list[int], per_round: int) -> dict[str, int]:
+def paired(state: Path, names: list[str], starts: list[int], per_round: int) -> None:
     """Rounds of ``per_round`` whole events, each when stdin says ``go``: one JSON line back per
     round (its CPU seconds, events stored, py-ref).  bench/console_ingest.py alternates the
     rounds of two checkouts, so the two consoles meet the same moments of a machine whose speed
@@ -188,9 +188,7 @@ def paired(state: Path, names: list[str], starts: list[int], per_round: int) -> 
                           "py_ref": (time.process_time() - ref0) / 2 * 1e6}), flush=True)
         event = end
     core.flush()
-    stats = dict(core.stats)
     core.store.close()
-    return {"events_stored": stats.get("events_stored", 0)}
 
 
 def in_process(state: Path, names: list[str], per_round: int, profile: Path | None
@@ -274,8 +272,9 @@ def main() -> None:
         args.queries_out.write_text("".join(f"{n} TXT\n" for n in names))
     starts = summary.pop("starts")
     if args.paired:
-        summary["paired"] = paired(args.state, names, starts, args.per_round)
-    elif args.in_process:
+        paired(args.state, names, starts, args.per_round)
+        return
+    if args.in_process:
         summary["in_process"] = in_process(args.state, names, args.per_round, args.profile)
     json.dump(summary, sys.stdout)
 
