@@ -149,6 +149,11 @@ def queries(gen: Generation, devs: list[Device], kind: str, count: int,
     return out, summary
 
 
+def _py_ref_between() -> float:
+    """py-ref timed between two rounds (two units: short, so it sees the rounds' moment)."""
+    return float(_reference.cpu_us_per_call(_reference.py_unit, 2, batches=1))
+
+
 def _console(state: Path, names: list[str]) -> tuple[Any, Any, Any, ModuleType, list[bytes]]:
     """(core, responder, commit, dnswire, wire queries) of this checkout's console on ``state``."""
     config, store_mod, core_mod = _m("console.config"), _m("console.store"), _m("console.core")
@@ -181,11 +186,8 @@ def paired(state: Path, names: list[str], starts: list[int], per_round: int) -> 
             responder.respond(q)
         commit()
         cpu = time.process_time() - cpu0
-        ref0 = time.process_time()
-        _reference.py_unit()
-        _reference.py_unit()
         print(json.dumps({"cpu": cpu, "stored": core.stats.get("events_stored", 0) - before,
-                          "py_ref": (time.process_time() - ref0) / 2 * 1e6}), flush=True)
+                          "py_ref": _py_ref_between()}), flush=True)
         event = end
     core.flush()
     core.store.close()
@@ -213,10 +215,7 @@ def in_process(state: Path, names: list[str], per_round: int, profile: Path | No
         if prof:
             prof.disable()
         cpu, wall = cpu + time.process_time() - cpu0, wall + time.perf_counter() - wall0
-        ref0 = time.process_time()
-        _reference.py_unit()
-        _reference.py_unit()
-        py_ref.append((time.process_time() - ref0) / 2 * 1e6)
+        py_ref.append(_py_ref_between())
     cpu0, wall0 = time.process_time(), time.perf_counter()
     core.flush()
     cpu, wall = cpu + time.process_time() - cpu0, wall + time.perf_counter() - wall0
